@@ -1,0 +1,68 @@
+"""The CO2 Observation Unit server: a Flask-RESTful app (uWSGI loads server:app)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_restful import Api
+from werkzeug.exceptions import HTTPException
+
+from .config import Config
+from .errors import ApiError, error_response, from_http_exception, log, register_error_handlers
+from .health import Health, Home
+from .safe_paths import check_raw_path
+from .unit_pings import AlivePing
+from .unit_updates import UpdatesIndex, UpdatesItem
+from .unit_uploads import PushSequential
+
+
+class ServerApi(Api):
+    """Flask-RESTful, answering its errors in the server's one error shape."""
+
+    def handle_error(self, e):
+        if isinstance(e, ApiError):
+            return error_response(e)
+        if isinstance(e, HTTPException):
+            return error_response(from_http_exception(e))
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("co2server")
+    if not logger.handlers:
+        handler = logging.StreamHandler()  # stderr: uWSGI's log, the journal under systemd
+        handler.setFormatter(logging.Formatter("co2server %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_environ()
+    _configure_logging()
+    app = Flask(__name__)
+    app.config["CO2"] = config
+    # The firmware's HTTP client fails on redirects: never merge or add slashes.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    register_error_handlers(app)
+
+    unit = f"/{config.url_key}/ou" if config.url_key else "/ou"
+
+    @app.before_request
+    def refuse_odd_unit_paths():
+        if request.path.startswith(unit + "/"):
+            raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or request.path
+            check_raw_path(raw.split("?", 1)[0])
+
+    api = ServerApi(app)
+    # The URL map, in one place.
+    api.add_resource(AlivePing, f"{unit}/<hw_id>/alive")
+    api.add_resource(PushSequential, f"{unit}/<hw_id>/push-sequential/<path:relpath>")
+    api.add_resource(UpdatesIndex, f"{unit}/<hw_id>/updates")
+    api.add_resource(UpdatesItem, f"{unit}/<hw_id>/updates/<path:relpath>")
+    api.add_resource(Home, "/")
+    api.add_resource(Health, "/healthz")
+    return app

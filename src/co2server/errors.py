@@ -1,0 +1,96 @@
+"""The one error shape: JSON {"error": CODE, "message": "..."} plus extras.
+
+Every rejection goes through `error_response`, which also logs it with the
+unit ID (when the URL names one) and the reason, so an operator following the
+journal sees why a unit was turned away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("co2server")
+
+
+class ApiError(Exception):
+    """A request we refuse: HTTP status, a stable CODE and a human message."""
+
+    def __init__(self, status: int, code: str, message: str, **extra):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def json_response(payload, status: int = 200, headers: dict | None = None) -> Response:
+    """A JSON answer with a plain body and Content-Length (never chunked)."""
+    body = json.dumps(payload) + "\n"
+    return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def _unit_in_path() -> str:
+    parts = request.path.split("/")
+    if "ou" in parts:
+        idx = parts.index("ou")
+        if idx + 1 < len(parts):
+            return parts[idx + 1][:80]
+    return "-"
+
+
+def error_response(exc: ApiError) -> Response:
+    level = logging.ERROR if exc.status >= 500 else logging.WARNING
+    log.log(
+        level,
+        "rejected %s %s unit=%s status=%d %s: %s",
+        request.method,
+        request.environ.get("REQUEST_URI", request.full_path)[:300],
+        _unit_in_path(),
+        exc.status,
+        exc.code,
+        exc.message,
+    )
+    payload = {"error": exc.code, "message": exc.message}
+    payload.update(exc.extra)
+    return json_response(payload, status=exc.status)
+
+
+# Stable codes for the HTTP errors Werkzeug raises on its own (routing, methods).
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "TOO_LARGE",
+    414: "URI_TOO_LONG",
+    431: "HEADERS_TOO_LARGE",
+}
+
+
+def from_http_exception(exc: HTTPException) -> ApiError:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "HTTP_ERROR")
+    message = exc.description or exc.name
+    if status == 405:
+        allowed = sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS"))
+        message = f"{request.method} is not allowed here; use {', '.join(allowed) or 'another URL'}"
+    elif status == 404:
+        message = f"no such resource: {request.path[:200]}"
+    return ApiError(status, code, message)
+
+
+def register_error_handlers(app) -> None:
+    app.register_error_handler(ApiError, error_response)
+
+    def _http(exc: HTTPException):
+        return error_response(from_http_exception(exc))
+
+    def _unexpected(exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
+
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(Exception, _unexpected)

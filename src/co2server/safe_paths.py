@@ -1,0 +1,124 @@
+"""The one place that decides what a unit's request may touch on disk.
+
+A unit may write only into `<data>/<hw_id>/errors/` and
+`<data>/<hw_id>/data/<folder>/`, and read only below `<data>/<hw_id>/updates/`.
+Every path segment must be a plain name; no symlink below the data folder is
+ever followed. Anything else is an `ApiError` (4xx) before a byte is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import ApiError
+
+# Letters, digits, '-', '_' and '.', not starting with a dot (so no '.', '..'
+# or hidden names), at most 128 characters.
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+# Characters never legitimate in the raw path of a unit request: the firmware
+# sends plain names, so a '%' can only be an attempt to smuggle '/', '.' or NUL
+# past the checks below.
+_RAW_PATH_RE = re.compile(r"[A-Za-z0-9._/~-]*")
+
+PUSH_FOLDERS = "errors/ or data/<folder>/"
+
+
+def check_raw_path(raw_path: str) -> None:
+    """Refuse percent-encoding, control characters and the like in the URL path."""
+    if not _RAW_PATH_RE.fullmatch(raw_path):
+        bad = next(c for c in raw_path if not _RAW_PATH_RE.fullmatch(c))
+        raise ApiError(
+            400,
+            "BAD_PATH",
+            f"character {bad!r} is not allowed in a unit URL; names are plain letters, digits, '-', '_' and '.'",
+        )
+
+
+def check_hw_id(config: Config, hw_id: str) -> None:
+    if not config.hw_id_re.fullmatch(hw_id):
+        raise ApiError(
+            400,
+            "BAD_HW_ID",
+            f"hardware ID {hw_id[:80]!r} does not match the pattern {config.hw_id_pattern}",
+        )
+
+
+def check_name(segment: str) -> None:
+    if not NAME_RE.fullmatch(segment):
+        raise ApiError(
+            400,
+            "BAD_NAME",
+            f"path segment {segment[:80]!r} is not a plain name (letters, digits, '-', '_', '.'; no leading dot)",
+        )
+
+
+def _split(relpath: str) -> list[str]:
+    parts = relpath.split("/")
+    for part in parts:
+        check_name(part)
+    return parts
+
+
+def refuse_symlinks(base: Path, parts: list[str] | tuple[str, ...]) -> None:
+    """Fail if `base` or any existing component of base/parts is a symlink."""
+    path = base
+    for part in ("", *parts):
+        path = path / part if part else path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ApiError(403, "SYMLINK_REFUSED", f"{'/'.join(parts) or '.'} passes through a symbolic link on the server")
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    hw_id: str
+    unit_dir: Path
+    folder: tuple[str, ...]  # ("errors",) or ("data", "readings")
+    name: str
+
+    @property
+    def folder_path(self) -> Path:
+        return self.unit_dir.joinpath(*self.folder)
+
+    @property
+    def path(self) -> Path:
+        return self.folder_path / self.name
+
+    @property
+    def lock_name(self) -> str:
+        return "__".join((self.hw_id, *self.folder)) + ".lock"
+
+
+def push_target(config: Config, hw_id: str, relpath: str) -> PushTarget:
+    check_hw_id(config, hw_id)
+    parts = _split(relpath)
+    if parts[0] == "updates":
+        raise ApiError(403, "PUSH_NOT_ALLOWED", "uploads into updates/ are never accepted")
+    allowed = (len(parts) == 2 and parts[0] == "errors") or (len(parts) == 3 and parts[0] == "data")
+    if not allowed:
+        raise ApiError(
+            403,
+            "PUSH_NOT_ALLOWED",
+            f"uploads are accepted only as files directly in {PUSH_FOLDERS}, not {relpath[:120]!r}",
+        )
+    unit_dir = config.data_dir / hw_id
+    refuse_symlinks(unit_dir, parts)
+    return PushTarget(hw_id, unit_dir, tuple(parts[:-1]), parts[-1])
+
+
+def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:
+    """The path below <unit>/updates/ that a GET names, checked."""
+    check_hw_id(config, hw_id)
+    parts = _split(relpath) if relpath else []
+    unit_dir = config.data_dir / hw_id
+    refuse_symlinks(unit_dir, ["updates", *parts])
+    return unit_dir.joinpath("updates", *parts)

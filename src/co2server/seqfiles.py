@@ -1,0 +1,107 @@
+"""Sequential, append-only files on disk: listing, locking, durable writes.
+
+Locks are `flock` on a lock file opened afresh by each caller, so they hold
+between uWSGI processes and between threads of one process alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock named by `lock_path` (created when missing)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(path: Path) -> None:
+    """mkdir -p that fsyncs each parent whose entries it changed."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o755)
+        except FileExistsError:
+            pass
+        fsync_dir(folder.parent)
+
+
+def plain_files(folder: Path) -> list[str]:
+    """Sorted names of the regular, non-hidden files directly in `folder`."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
+
+
+def last_file(folder: Path) -> tuple[str, int] | None:
+    """The last file of `folder` in sorted order and its size, or None."""
+    names = plain_files(folder)
+    if not names:
+        return None
+    return names[-1], os.lstat(folder / names[-1]).st_size
+
+
+def choose_append_file(folder: Path, prefix: str, suffix: str, roll_bytes: int) -> Path:
+    """The file to append to: the last `<prefix>-NNNN<suffix>`, or the next once it passed `roll_bytes`."""
+    pattern = re.compile(re.escape(prefix) + r"-(\d{4,})" + re.escape(suffix))
+    numbered = [n for n in plain_files(folder) if pattern.fullmatch(n)]
+    if not numbered:
+        return folder / f"{prefix}-0000{suffix}"
+    last = max(numbered, key=lambda n: int(pattern.fullmatch(n).group(1)))
+    if os.lstat(folder / last).st_size < roll_bytes:
+        return folder / last
+    number = int(pattern.fullmatch(last).group(1)) + 1
+    return folder / f"{prefix}-{number:04d}{suffix}"
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append `data` to `path` and fsync it (and its folder if the file is new).
+
+    The caller holds the lock for `path`; a short write is undone so the file
+    never ends in half a record.
+    """
+    make_dirs_durable(path.parent)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, st.st_size)
+            raise
+    finally:
+        os.close(fd)
+    if st.st_size == 0:
+        fsync_dir(path.parent)

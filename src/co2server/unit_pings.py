@@ -1,0 +1,38 @@
+"""POST /ou/<hw_id>/alive: the unit's alive ping."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response
+from flask_restful import Resource
+
+from .db import insert_ping
+from .params import config, query_int, query_text
+from .pinglog import Ping, record_ping
+from .safe_paths import check_hw_id
+
+log = logging.getLogger("co2server")
+
+SIGNAL_LIMIT = 100_000
+
+
+class AlivePing(Resource):
+    def post(self, hw_id: str):
+        cfg = config()
+        check_hw_id(cfg, hw_id)
+        nickname = query_text("site_code")
+        signal = {
+            name: query_int(name, minimum=-SIGNAL_LIMIT, maximum=SIGNAL_LIMIT, none_literal=True)
+            for name in ("rssi_raw", "rssi_dbm", "ber_raw")
+        }
+        ping = Ping.arriving_now(
+            hw_id, None if nickname == "None" else nickname,
+            signal["rssi_raw"], signal["rssi_dbm"], signal["ber_raw"],
+        )
+        record_ping(cfg.pings_dir, cfg.locks_dir, ping, cfg.pings_roll_bytes)
+        try:
+            insert_ping(cfg.db_path, ping.db_row())
+        except Exception as exc:  # the TSV line is the record; the table is rebuilt from it
+            log.error("ping of %s logged to TSV but not inserted into %s: %s", hw_id, cfg.db_path, exc)
+        return Response("OK\n", mimetype="text/plain")

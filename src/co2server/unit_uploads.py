@@ -1,0 +1,52 @@
+"""PUT /ou/<hw_id>/push-sequential/<dir>/<file>?offset=N: one chunk of a file."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import request
+from flask_restful import Resource
+
+from .chunks import store_chunk
+from .errors import ApiError, json_response
+from .params import config, query_int
+from .safe_paths import push_target
+
+log = logging.getLogger("co2server")
+
+MAX_OFFSET = 10**12
+
+
+def read_body(limit: int) -> bytes:
+    """The whole request body, refusing one over `limit` before reading it."""
+    if request.headers.get("Transfer-Encoding"):
+        raise ApiError(411, "LENGTH_REQUIRED", "send the chunk with a Content-Length, not chunked")
+    length = request.content_length or 0
+    if length > limit:
+        raise ApiError(413, "CHUNK_TOO_LARGE", f"chunk of {length} bytes is over the limit of {limit} (CO2_MAX_CHUNK_BYTES)")
+    stream = request.environ["wsgi.input"]
+    parts, got = [], 0
+    try:
+        while got < length:
+            part = stream.read(length - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    except OSError as exc:  # uWSGI: the client went away or timed out mid-body
+        raise ApiError(400, "INCOMPLETE_BODY", f"the connection ended after {got} of {length} bytes: {exc}") from None
+    if got != length:
+        raise ApiError(400, "INCOMPLETE_BODY", f"the body ended after {got} of {length} bytes")
+    return b"".join(parts)
+
+
+class PushSequential(Resource):
+    def put(self, hw_id: str, relpath: str):
+        cfg = config()
+        target = push_target(cfg, hw_id, relpath)
+        offset = query_int("offset", required=True, minimum=0, maximum=MAX_OFFSET)
+        data = read_body(cfg.max_chunk_bytes)
+        result = store_chunk(target, offset, data, cfg.max_file_bytes, cfg.locks_dir)
+        if result.written:
+            log.info("stored %s %s offset=%d +%d bytes", hw_id, relpath, offset, result.written)
+        return json_response({"ack_file": result.ack_file})
