@@ -1,0 +1,76 @@
+"""The pipeline's SQLite connection: schema, pragmas, transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+# The server inserts pings while the pipeline imports: wait for its short
+# write transactions instead of failing with "database is locked".
+BUSY_TIMEOUT_MS = 60_000
+
+# Secondary indexes of co2_readings that a from-scratch bulk load drops and
+# builds once at the end (schema.sql recreates them on the next run if a load
+# was interrupted).
+READINGS_INDEXES = ("co2_readings_unit_date", "co2_readings_source")
+
+
+class DatabaseError(Exception):
+    """The database file cannot be opened or prepared."""
+
+
+def schema_sql() -> str:
+    """Return the text of co2db/schema.sql."""
+    return resources.files("co2db").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def connect(db_file: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database, in WAL mode, schema applied."""
+    db_file = Path(db_file)
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db_file, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error) as exc:
+        raise DatabaseError(f"cannot open database {db_file}: {exc}") from exc
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise DatabaseError(f"cannot switch {db_file} to WAL mode (got {mode})")
+    # NORMAL is safe in WAL mode (a crash may lose the last transactions, never
+    # corrupt the file); the importers re-read anything not recorded as done.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+    conn.executescript(schema_sql())
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def drop_readings_indexes(conn: sqlite3.Connection) -> None:
+    """Drop co2_readings' secondary indexes before a bulk load into an empty table."""
+    for name in READINGS_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def restore_indexes(conn: sqlite3.Connection) -> None:
+    """Create any index of schema.sql that is missing."""
+    conn.executescript(schema_sql())
+
+
+def table_is_empty(conn: sqlite3.Connection, table: str) -> bool:
+    """True when table has no rows."""
+    return conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None

@@ -1,0 +1,48 @@
+#!/bin/bash
+# Set up everything the tests need, then run the whole test suite.
+#
+# - the venv (.venv) with requirements-dev.txt (pytest, Playwright's Python
+#   package; uWSGI is compiled from requirements.txt);
+# - Chromium from Debian's packages for the browser tests: installed with
+#   apt-get when missing and we are root (always so in CI). Elsewhere the
+#   browser tests are reported as skipped, with how to install it.
+# Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
+set -euo pipefail
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+find_chromium() {
+  command -v chromium || command -v chromium-browser || true
+}
+
+ensure_chromium() {
+  if [[ -n "$(find_chromium)" ]]; then
+    return 0
+  fi
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "run-tests: installing Debian's chromium for the browser tests" >&2
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core >&2
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "error: Chromium is missing and cannot be installed (not root or no apt-get)" >&2
+    exit 1
+  else
+    export CO2_BROWSER_SKIP="Chromium is not installed; as root run: apt-get install chromium"
+    echo "run-tests: ${CO2_BROWSER_SKIP}; browser tests will be skipped" >&2
+  fi
+}
+
+main() {
+  "${ROOT}/scripts/setup-venv.sh" "${ROOT}/requirements-dev.txt"
+  ensure_chromium
+  export CO2_CHROMIUM="${CO2_CHROMIUM:-$(find_chromium)}"
+  cd "${ROOT}"
+  local rc=0
+  "${ROOT}/.venv/bin/python" -m pytest "$@" || rc=$?
+  if [[ "${rc}" -eq 5 ]]; then
+    echo "error: pytest collected no tests" >&2
+  fi
+  return "${rc}"
+}
+
+main "$@"

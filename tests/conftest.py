@@ -1,0 +1,143 @@
+"""Fixtures: a real uWSGI started from server.ini.example on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from firmware import http_request
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+UWSGI = VENV_BIN / "uwsgi"
+SERVER_INI = ROOT / "server.ini.example"
+
+HW_IDS = ["co2unit-30aea42a50bc", "co2unit-30aea42a5268", "co2unit-30aea4ab12cd"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class UwsgiServer:
+    """A running uWSGI with its own data, var and database under tmp_path."""
+
+    root: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "remote_data"
+
+    @property
+    def var_dir(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def db_path(self) -> Path:
+        return self.var_dir / "db.sqlite3"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "uwsgi.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_")}
+        env.update(
+            CO2_HTTP_SOCKET=f"127.0.0.1:{self.port}",
+            CO2_DATA_DIR=str(self.data_dir),
+            CO2_VAR_DIR=str(self.var_dir),
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def start(self, timeout: float = 30.0) -> UwsgiServer:
+        for _attempt in range(3):
+            self.port = free_port()
+            log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(
+                [str(UWSGI), "--ini", str(SERVER_INI)],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True,
+            )
+            log.close()
+            if self._wait_ready(timeout):
+                return self
+            self.stop()
+        raise RuntimeError(f"uWSGI did not start; log:\n{self.log()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if http_request(self.port, "GET", "/", timeout=2).status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill_all(self) -> None:
+        """SIGKILL the master and every worker: a crash, not a shutdown."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+
+    def request(self, method: str, path: str, body: bytes | None = None, **kw):
+        return http_request(self.port, method, path, body, **kw)
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Factory: make_server(**CO2_ENV) starts a fresh uWSGI; all are stopped after the test."""
+    servers = []
+
+    def start(root: Path | None = None, **env_overrides) -> UwsgiServer:
+        server = UwsgiServer(root or tmp_path, {k: str(v) for k, v in env_overrides.items()})
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> UwsgiServer:
+    return make_server()
