@@ -53,9 +53,11 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.before_request
     def refuse_odd_unit_paths():
-        if request.path.startswith(unit + "/"):
-            raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or request.path
-            check_raw_path(raw.split("?", 1)[0])
+        raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or request.path
+        raw_path = raw.split("?", 1)[0]
+        # Check the raw path too: uWSGI resolves '..' before routing.
+        if raw_path.startswith(unit + "/") or request.path.startswith(unit + "/"):
+            check_raw_path(raw_path)
 
     api = ServerApi(app)
     # The URL map, in one place.

@@ -9,7 +9,7 @@ from flask import current_app, request
 from .config import Config
 from .errors import ApiError
 
-_INT_RE = re.compile(r"-?[0-9]{1,12}")
+_INT_RE = re.compile(r"-?[0-9]{1,30}")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 

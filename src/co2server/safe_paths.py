@@ -38,6 +38,9 @@ def check_raw_path(raw_path: str) -> None:
             "BAD_PATH",
             f"character {bad!r} is not allowed in a unit URL; names are plain letters, digits, '-', '_' and '.'",
         )
+    for segment in raw_path.split("/")[1:]:
+        if segment in ("", ".", ".."):
+            raise ApiError(400, "BAD_PATH", f"empty, '.' or '..' path segments are not allowed in a unit URL: {raw_path[:120]!r}")
 
 
 def check_hw_id(config: Config, hw_id: str) -> None:
