@@ -12,6 +12,8 @@ from .config import Config
 from .errors import ApiError, error_response, from_http_exception, log, register_error_handlers
 from .health import Health, Home
 from .safe_paths import check_raw_path
+from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
+from .status_units import UnitsJson, UnitsPage
 from .unit_pings import AlivePing
 from .unit_updates import UpdatesIndex, UpdatesItem
 from .unit_uploads import PushSequential
@@ -39,9 +41,19 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+def _ensure_folders(config: Config) -> None:
+    """Create the server's folders up front, so requests only ever add files."""
+    for folder in (config.data_dir, config.pings_dir, config.locks_dir, config.pub_dir, config.db_path.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # reported by /healthz; requests touching it fail with 500
+            log.error("cannot create %s: %s", folder, exc)
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_environ()
     _configure_logging()
+    _ensure_folders(config)
     app = Flask(__name__)
     app.config["CO2"] = config
     # The firmware's HTTP client fails on redirects: never merge or add slashes.
@@ -67,4 +79,11 @@ def create_app(config: Config | None = None) -> Flask:
     api.add_resource(UpdatesItem, f"{unit}/<hw_id>/updates/<path:relpath>")
     api.add_resource(Home, "/")
     api.add_resource(Health, "/healthz")
+    api.add_resource(AliveRecent, "/status/alive/recent")
+    api.add_resource(AliveSummary, "/status/alive/summary")
+    api.add_resource(AliveFile, "/status/alive/<name>")
+    api.add_resource(Co2Summary, "/data/co2/summary")
+    api.add_resource(Co2File, "/data/co2/<name>")
+    api.add_resource(UnitsPage, "/status/units")
+    api.add_resource(UnitsJson, "/status/units.json")
     return app

@@ -17,14 +17,29 @@ log = logging.getLogger("co2server")
 MAX_OFFSET = 10**12
 
 
+def _discard(stream, length: int) -> None:
+    """Read and drop a refused body (uWSGI's limit-post caps it), so the
+    client gets our answer instead of a connection reset."""
+    left = length
+    try:
+        while left > 0:
+            part = stream.read(min(left, 65536))
+            if not part:
+                return
+            left -= len(part)
+    except OSError:
+        return
+
+
 def read_body(limit: int) -> bytes:
     """The whole request body, refusing one over `limit` before reading it."""
     if request.headers.get("Transfer-Encoding"):
         raise ApiError(411, "LENGTH_REQUIRED", "send the chunk with a Content-Length, not chunked")
     length = request.content_length or 0
-    if length > limit:
-        raise ApiError(413, "CHUNK_TOO_LARGE", f"chunk of {length} bytes is over the limit of {limit} (CO2_MAX_CHUNK_BYTES)")
     stream = request.environ["wsgi.input"]
+    if length > limit:
+        _discard(stream, length)
+        raise ApiError(413, "CHUNK_TOO_LARGE", f"chunk of {length} bytes is over the limit of {limit} (CO2_MAX_CHUNK_BYTES)")
     parts, got = [], 0
     try:
         while got < length:

@@ -1,0 +1,173 @@
+"""Hostile input gets a precise 4xx, is logged with the unit and reason, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firmware import assert_plain_answer, http_request
+from tree import snapshot
+
+HW = "co2unit-30aea42a50bc"
+P = f"/ou/{HW}/push-sequential"
+
+# (method, path, body, status, error code)
+CASES = [
+    # Ill-formed hardware IDs
+    ("POST", "/ou/co2unit-30AEA42A50BC/alive", None, 400, "BAD_HW_ID"),
+    ("POST", "/ou/co2unit-30aea42a50bc0/alive", None, 400, "BAD_HW_ID"),
+    ("POST", "/ou/evil/alive", None, 400, "BAD_HW_ID"),
+    ("PUT", "/ou/co2unit-zzzzzzzzzzzz/push-sequential/errors/e.txt?offset=0", b"x", 400, "BAD_HW_ID"),
+    ("GET", "/ou/co2unit-1/updates", None, 400, "BAD_HW_ID"),
+    # Paths that try to leave their folder
+    ("PUT", f"{P}/data/../../../etc/x?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/data/readings/../../updates/update-9/flash/main.py?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}//etc/passwd?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/data/readings/./x?offset=0", b"x", 400, "BAD_PATH"),
+    ("POST", "/ou/../ou/co2unit-30aea42a50bc/alive", None, 400, "BAD_PATH"),
+    # Percent-encoded slashes, dots, NUL; raw control characters
+    ("PUT", f"{P}/data/%2e%2e/%2e%2e/x?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/data%2Freadings%2Fx?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/errors/e%00.txt?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/errors/e\x01.txt?offset=0", b"x", 400, "BAD_PATH"),
+    ("PUT", f"{P}/errors/e\x7f.txt?offset=0", b"x", 400, "BAD_PATH"),
+    ("GET", f"/ou/{HW}/updates/update-1/%2e%2e/%2e%2e/x", None, 400, "BAD_PATH"),
+    # Uploads aimed anywhere but errors/ and data/<folder>/
+    ("PUT", f"{P}/updates/update-9/flash/main.py?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/updates/x?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/x.tsv?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/data/x.tsv?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/data/readings/deeper/x.tsv?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/superseded/x/errors/e.txt?offset=0", b"x", 403, "PUSH_NOT_ALLOWED"),
+    ("PUT", f"{P}/data/readings/.hidden?offset=0", b"x", 400, "BAD_NAME"),
+    # Offsets: missing, negative, not an integer, repeated, absurd
+    ("PUT", f"{P}/errors/e.txt", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=-1", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=1.5", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=1e3", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=0x10", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=0&offset=0", b"x", 400, "BAD_QUERY"),
+    ("PUT", f"{P}/errors/e.txt?offset=99999999999999999999999", b"x", 400, "BAD_QUERY"),
+    # Past the end of the file
+    ("PUT", f"{P}/errors/e.txt?offset=1", b"x", 416, "SKIPPED_PART_OF_FILE"),
+    ("PUT", f"{P}/errors/e.txt?offset=1000000000000", b"x", 416, "SKIPPED_PART_OF_FILE"),
+    # A chunk over the limit (64 KiB by default)
+    ("PUT", f"{P}/errors/e.txt?offset=0", b"x" * (64 * 1024 + 1), 413, "CHUNK_TOO_LARGE"),
+    # Wrong methods
+    ("GET", f"{P}/errors/e.txt?offset=0", None, 405, "METHOD_NOT_ALLOWED"),
+    ("POST", f"{P}/errors/e.txt?offset=0", b"x", 405, "METHOD_NOT_ALLOWED"),
+    ("DELETE", f"{P}/errors/e.txt", None, 405, "METHOD_NOT_ALLOWED"),
+    ("GET", f"/ou/{HW}/alive", None, 405, "METHOD_NOT_ALLOWED"),
+    ("PUT", f"/ou/{HW}/updates", b"x", 405, "METHOD_NOT_ALLOWED"),
+    ("PUT", f"/ou/{HW}/updates/update-1/flash/main.py", b"x", 405, "METHOD_NOT_ALLOWED"),
+    # Malformed ping query values
+    ("POST", f"/ou/{HW}/alive?rssi_dbm=loud", None, 400, "BAD_QUERY"),
+    ("POST", f"/ou/{HW}/alive?rssi_raw=1&rssi_raw=2", None, 400, "BAD_QUERY"),
+    ("POST", f"/ou/{HW}/alive?site_code=a%09b", None, 400, "BAD_QUERY"),
+    ("POST", f"/ou/{HW}/alive?site_code=a%0Ab", None, 400, "BAD_QUERY"),
+    ("POST", f"/ou/{HW}/alive?site_code=" + "x" * 65, None, 400, "BAD_QUERY"),
+    ("POST", f"/ou/{HW}/alive?ber_raw=100001", None, 400, "BAD_QUERY"),
+    ("GET", f"/ou/{HW}/updates?recursive=maybe", None, 400, "BAD_QUERY"),
+    # Unknown URLs
+    ("GET", f"/ou/{HW}", None, 404, "NOT_FOUND"),
+    ("GET", "/etc/passwd", None, 404, "NOT_FOUND"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory):
+    from conftest import UwsgiServer
+
+    server = UwsgiServer(tmp_path_factory.mktemp("hostile")).start()
+    # Something to protect: a unit with data and an update waiting.
+    unit = server.data_dir / HW
+    (unit / "errors").mkdir(parents=True)
+    (unit / "errors" / "e.txt").write_bytes(b"")
+    (unit / "data" / "readings").mkdir(parents=True)
+    (unit / "data" / "readings" / "readings-0000.tsv").write_bytes(b"kept\n")
+    (unit / "updates" / "update-1" / "flash").mkdir(parents=True)
+    (unit / "updates" / "update-1" / "flash" / "main.py").write_bytes(b"print('ok')\n")
+    (server.root / "etc").mkdir()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("method, path, body, status, code", CASES, ids=[f"{c[0]} {c[1][:70]!r}" for c in CASES])
+def test_refused_precisely_and_nothing_changes(hostile_server, method, path, body, status, code):
+    before = snapshot(hostile_server.root)
+    reply = http_request(hostile_server.port, method, path, body)
+    assert_plain_answer(reply)
+    assert reply.status == status, reply.body
+    payload = json.loads(reply.body)
+    assert payload["error"] == code
+    assert payload["message"]
+    if status == 416:
+        assert payload["ack_file"] == ["e.txt", 0, 0]
+    assert snapshot(hostile_server.root) == before
+    # Logged with the reason (and the unit, where the URL names one).
+    assert f"status={status} {code}" in hostile_server.log()
+
+
+def test_rejections_name_the_unit_in_the_log(hostile_server):
+    http_request(hostile_server.port, "PUT", f"{P}/updates/x?offset=0", b"x")
+    assert f"unit={HW} status=403 PUSH_NOT_ALLOWED" in hostile_server.log()
+
+
+def test_a_file_may_not_grow_past_the_limit(make_server):
+    server = make_server(CO2_MAX_FILE_BYTES=10_000, CO2_MAX_CHUNK_BYTES=8192)
+    assert http_request(server.port, "PUT", f"{P}/errors/e.txt?offset=0", b"a" * 8192).status == 200
+    before = snapshot(server.root)
+    reply = http_request(server.port, "PUT", f"{P}/errors/e.txt?offset=8192", b"b" * 8192)
+    assert (reply.status, reply.json()["error"]) == (413, "FILE_TOO_LARGE")
+    big = http_request(server.port, "PUT", f"{P}/errors/e.txt?offset=8192", b"b" * 8193)
+    assert (big.status, big.json()["error"]) == (413, "CHUNK_TOO_LARGE")
+    assert snapshot(server.root) == before
+
+
+def test_chunked_upload_is_refused(server):
+    reply = http_request(server.port, "PUT", f"{P}/errors/e.txt?offset=0", None,
+                         extra_headers={"Transfer-Encoding": "chunked"})
+    assert reply.status in (400, 411)
+    assert not (server.data_dir / HW / "errors" / "e.txt").exists()
+
+
+def test_a_body_cut_short_writes_nothing(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"PUT {P}/errors/e.txt?offset=0 HTTP/1.0\r\nHost: x\r\nContent-Length: 4096\r\n\r\n".encode()
+                     + b"y" * 1000)
+        sock.shutdown(socket.SHUT_WR)  # LTE dropped: the rest never comes
+        sock.recv(65536)
+    assert not (server.data_dir / HW / "errors" / "e.txt").exists()
+
+
+@pytest.mark.parametrize("where", ["unit", "data", "file", "updates"])
+def test_planted_symlinks_are_never_followed(server, tmp_path, where):
+    outside = tmp_path / "outside"
+    (outside / "readings").mkdir(parents=True)
+    (outside / "secret").write_bytes(b"secret")
+    unit = server.data_dir / HW
+    server.data_dir.mkdir(exist_ok=True)
+    if where == "unit":
+        unit.symlink_to(outside)
+        path = f"{P}/data/readings/r.tsv?offset=0"
+    elif where == "data":
+        unit.mkdir()
+        (unit / "data").symlink_to(outside)
+        path = f"{P}/data/readings/r.tsv?offset=0"
+    elif where == "file":
+        (unit / "errors").mkdir(parents=True)
+        (unit / "errors" / "e.txt").symlink_to(outside / "secret")
+        path = f"{P}/errors/e.txt?offset=0"
+    else:
+        unit.mkdir()
+        (unit / "updates").symlink_to(outside)
+        path = f"/ou/{HW}/updates"
+    before = snapshot(tmp_path)
+    reply = http_request(server.port, "GET" if where == "updates" else "PUT", path, None if where == "updates" else b"x")
+    assert reply.status == 403, reply.body
+    assert reply.json()["error"] == "SYMLINK_REFUSED"
+    assert snapshot(tmp_path) == before

@@ -1,0 +1,117 @@
+"""Alive pings: the TSV log of record and the pings table, through real uWSGI."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+
+from firmware import UnitSim, http_request
+
+HW = "co2unit-30aea42a50bc"
+TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}")
+
+
+def tsv_lines(server) -> list[list[str]]:
+    files = sorted((server.var_dir / "pings").glob("pings-*.tsv"))
+    return [line.split("\t") for f in files for line in f.read_text().splitlines()]
+
+
+def test_ping_is_logged_and_inserted(server, tmp_path):
+    unit = UnitSim(HW, tmp_path / "sd", server.port, nickname="varanger-03")
+    reply = unit.ping(rssi_raw=8, rssi_dbm=-97, ber_raw=99)
+    assert reply.status == 200
+    [line] = tsv_lines(server)
+    assert TS_RE.fullmatch(line[0])
+    assert line[1:] == [HW, "varanger-03", "8", "-97", "99"]
+    rows = sqlite3.connect(server.db_path).execute("SELECT * FROM pings").fetchall()
+    date, time = line[0].split("T")
+    assert rows == [(line[0], date, time, HW, "varanger-03", 8, -97, 99)]
+
+
+def test_ping_without_signal_or_nickname(server):
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive").status == 200
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=None&rssi_raw=None").status == 200
+    assert [line[1:] for line in tsv_lines(server)] == [[HW, "None", "None", "None", "None"]] * 2
+    rows = sqlite3.connect(server.db_path).execute("SELECT nickname, rssi_raw, rssi_dbm, ber_raw FROM pings").fetchall()
+    assert rows == [(None, None, None, None)] * 2
+
+
+def test_ping_log_rolls_over_past_100_kib(server):
+    log_dir = server.var_dir / "pings"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "pings-0000.tsv").write_bytes(b"x" * (100 * 1024 - 10) + b"\n")
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=a").status == 200
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=b").status == 200
+    assert sorted(p.name for p in log_dir.iterdir()) == ["pings-0000.tsv", "pings-0001.tsv"]
+    assert (log_dir / "pings-0001.tsv").read_text().count("\n") == 1
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=c").status == 200
+    assert (log_dir / "pings-0001.tsv").read_text().count("\n") == 2
+
+
+def test_ping_is_answered_when_the_database_is_locked(server):
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=first").status == 200
+    holder = sqlite3.connect(server.db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        reply = http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=while-locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert reply.status == 200
+    assert [line[2] for line in tsv_lines(server)] == ["first", "while-locked"]
+    assert "logged to TSV but not inserted" in server.log()
+    # The next ping goes into the table again.
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=after").status == 200
+    names = [r[0] for r in sqlite3.connect(server.db_path).execute("SELECT nickname FROM pings ORDER BY ping_ts")]
+    assert names == ["first", "after"]
+
+
+def test_ping_is_answered_when_the_database_is_broken(make_server, tmp_path):
+    broken = tmp_path / "not-a-db"
+    broken.write_bytes(b"this is not an SQLite file" * 100)
+    server = make_server(CO2_DB_PATH=broken)
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=x").status == 200
+    assert [line[2] for line in tsv_lines(server)] == ["x"]
+    health = http_request(server.port, "GET", "/healthz")
+    assert health.status == 503
+    assert health.json()["database"].startswith("error")
+
+
+def test_many_pings_at_once_stay_whole(server):
+    def ping_many(k):
+        for i in range(40):
+            assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=t{k}-{i}&rssi_raw={i}").status == 200
+
+    threads = [threading.Thread(target=ping_many, args=(k,)) for k in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = tsv_lines(server)
+    assert len(lines) == 200 and all(len(line) == 6 for line in lines)
+    assert sorted(line[2] for line in lines) == sorted(f"t{k}-{i}" for k in range(5) for i in range(40))
+    count = sqlite3.connect(server.db_path).execute("SELECT count(*) FROM pings").fetchone()[0]
+    assert count == 200
+
+
+def test_schema_is_created_in_wal_mode(server):
+    http_request(server.port, "POST", f"/ou/{HW}/alive")
+    conn = sqlite3.connect(server.db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"pings", "co2_readings", "error_logs", "deploy_durations_tiered", "rejected_lines"} <= tables
+
+
+def test_old_database_with_duplicate_pings_is_migrated(make_server, tmp_path):
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE pings (ping_ts, ping_date, ping_time, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw)")
+    row = ("2019-10-07T03:23:39.980794", "2019-10-07", "03:23:39.980794", HW, "v", 8, -97, 99)
+    conn.executemany("INSERT INTO pings VALUES (?,?,?,?,?,?,?,?)", [row, row])
+    conn.commit()
+    conn.close()
+    server = make_server(CO2_DB_PATH=db)
+    assert http_request(server.port, "POST", f"/ou/{HW}/alive").status == 200
+    rows = sqlite3.connect(db).execute("SELECT ping_ts FROM pings ORDER BY ping_ts").fetchall()
+    assert len(rows) == 2 and rows[0][0] == row[0]
