@@ -17,6 +17,16 @@ BUSY_TIMEOUT_MS = 60_000
 # was interrupted).
 READINGS_INDEXES = ("co2_readings_unit_date", "co2_readings_source")
 
+# What `python -m co2db reset` empties: everything the pipeline imports except
+# pings, which the server inserts live too.
+RESET_TABLES = (
+    "co2_readings",
+    "error_logs",
+    "deploy_durations_tiered",
+    "rejected_lines",
+    "import_state",
+)
+
 
 class DatabaseError(Exception):
     """The database file cannot be opened or prepared."""

@@ -1,0 +1,241 @@
+"""Import the units' readings-NNNN.tsv files into co2_readings.
+
+Rules (DATA-FORMATS.md, "Import rules"): each line gets the first reason that
+applies and is then kept out of co2_readings:
+incomplete_last_line (not recorded: imported once complete), non_printing,
+not_unit_line, date_1970, bad_field_count. Rejected complete lines go to
+rejected_lines with their exact bytes. In rows, `None` and empty fields are
+NULL, the five raw fields are NULL for 16-field lines, a nickname ending in
+NICK (or `None`) is NULL. Numbers are stored as numbers by the columns'
+affinity (a value that is not a number stays text, as written).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from . import db
+from .incremental import (
+    DEFAULT_UNIT_PATTERN,
+    REWRITTEN,
+    UNCHANGED,
+    Progress,
+    find_unit_files,
+    format_skips,
+    plan,
+    read_new_lines,
+    save_state,
+    touch_marker,
+)
+
+KIND = "readings"
+SUBDIR = "data/readings"
+FILE_PATTERN = r"readings-\d+\.tsv"
+REASONS = (
+    "incomplete_last_line",
+    "non_printing",
+    "not_unit_line",
+    "date_1970",
+    "bad_field_count",
+)
+
+# Bytes allowed in a line: TAB and printable ASCII (and the newline ending it).
+_PRINTABLE = b"\t\n" + bytes(range(0x20, 0x7F))
+_RAW_FIELDS_NULL = (None,) * 5
+_INSERT = "INSERT INTO co2_readings VALUES (" + ", ".join("?" * 23) + ")"
+_REJECT = "INSERT INTO rejected_lines (file, line_no, reason, raw) VALUES (?, ?, ?, ?)"
+
+BATCH_ROWS = 50_000  # rows per executemany
+COMMIT_BYTES = 64 << 20  # commit at the next file boundary after this much input
+BULK_LOAD_BYTES = 32 << 20  # into an empty table: drop indexes, rebuild at the end
+
+
+def reject_reason(line: bytes) -> str | None:
+    """The first reason of the import rules that applies to a complete line, or None."""
+    if line.translate(None, _PRINTABLE):
+        return "non_printing"
+    if not line.startswith(b"co2unit-"):
+        return "not_unit_line"
+    fields = line.split(b"\t")
+    if len(fields) >= 3 and fields[2].startswith(b"1970-"):
+        return "date_1970"
+    if len(fields) not in (16, 21):
+        return "bad_field_count"
+    return None
+
+
+def _clean_fields(fields: list) -> list:
+    """Turn `None` and empty fields into NULL and a bad nickname into NULL."""
+    fields = [None if v == "None" or v == "" else v for v in fields]
+    nick = fields[1]
+    if nick is not None and nick.endswith("NICK"):
+        fields[1] = None
+    return fields
+
+
+def parse_lines(
+    data: bytes,
+    label: str,
+    first_line_no: int,
+    rows: list,
+    rejects: list,
+    skips: dict[str, int],
+) -> int:
+    """Parse complete lines (data ends with a newline) into rows and rejects.
+
+    Returns the number of lines seen. This is the hot loop of a full import:
+    the common case (a clean 16- or 21-field unit line without `None`, empty
+    fields or a NICK nickname) costs one split and a few string tests.
+    """
+    if data.translate(None, _PRINTABLE):
+        # Some line holds a non-printing byte: decide line by line on bytes.
+        lines = data.split(b"\n")
+        lines.pop()
+        for no, raw in enumerate(lines, first_line_no):
+            reason = reject_reason(raw)
+            if reason:
+                skips[reason] += 1
+                rejects.append((label, no, reason, raw))
+            else:
+                _append_row(raw.decode("ascii"), label, no, rows)
+        return len(lines)
+
+    lines = data.decode("ascii").split("\n")
+    lines.pop()
+    append = rows.append
+    no = first_line_no
+    for line in lines:
+        fields = line.split("\t")
+        n = len(fields)
+        if (
+            (n == 21 or n == 16)
+            and line.startswith("co2unit-")
+            and not fields[2].startswith("1970-")
+        ):
+            if "None" in line or "\t\t" in line or line[-1] == "\t" or fields[1].endswith("NICK"):
+                fields = _clean_fields(fields)
+            if n == 16:
+                fields.extend(_RAW_FIELDS_NULL)
+            fields.append(label)
+            fields.append(no)
+            append(fields)
+        else:
+            raw = line.encode("ascii")
+            reason = reject_reason(raw)
+            skips[reason] += 1
+            rejects.append((label, no, reason, raw))
+        no += 1
+    return len(lines)
+
+
+def _append_row(line: str, label: str, no: int, rows: list) -> None:
+    fields = _clean_fields(line.split("\t"))
+    if len(fields) == 16:
+        fields.extend(_RAW_FIELDS_NULL)
+    fields.append(label)
+    fields.append(no)
+    rows.append(fields)
+
+
+def forget_file(conn: sqlite3.Connection, label: str) -> None:
+    """Delete the rows and rejected lines that came from one file."""
+    conn.execute("DELETE FROM co2_readings WHERE source_file = ?", (label,))
+    conn.execute("DELETE FROM rejected_lines WHERE file = ?", (label,))
+
+
+def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
+    """Move a file's rows to its new label (the file was moved, not changed)."""
+    conn.execute("UPDATE co2_readings SET source_file = ? WHERE source_file = ?", (new, old))
+    conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
+
+
+def import_readings(
+    conn: sqlite3.Connection,
+    data_dir: Path,
+    unit_pattern: str = DEFAULT_UNIT_PATTERN,
+    marker: Path | None = None,
+) -> str:
+    """Import what is new in every readings file; return the summary line."""
+    data_dir = Path(data_dir)
+    sources = [
+        src
+        for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN)
+        for src in files
+    ]
+    skips = dict.fromkeys(REASONS, 0)
+    rows: list = []
+    rejects: list = []
+    imported = 0
+    changed_files = 0
+
+    with db.transaction(conn):
+        work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
+    todo = [w for w in work if w.mode != UNCHANGED]
+    total_bytes = sum(max(0, w.size - w.state.done_bytes) for w in todo)
+    bulk = total_bytes >= BULK_LOAD_BYTES and db.table_is_empty(conn, "co2_readings")
+    if bulk:
+        db.drop_readings_indexes(conn)
+    progress = Progress(KIND, total_bytes)
+
+    def flush() -> None:
+        nonlocal imported
+        if rows:
+            conn.executemany(_INSERT, rows)
+            imported += len(rows)
+            rows.clear()
+        if rejects:
+            conn.executemany(_REJECT, rejects)
+            rejects.clear()
+
+    pending_bytes = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for i, item in enumerate(todo, 1):
+            state = item.state
+            if item.mode == REWRITTEN:
+                forget_file(conn, item.source.label)
+            try:
+                chunk = read_new_lines(item.source.path, state.done_bytes)
+            except FileNotFoundError:
+                continue  # vanished since the plan: its state and rows stay
+            if chunk.data:
+                changed_files += 1
+            parse_lines(chunk.data, state.file, state.done_lines + 1, rows, rejects, skips)
+            state.done_lines += chunk.data.count(b"\n")
+            state.done_bytes = chunk.end
+            state.check_hash = chunk.check_hash
+            state.size = item.size if chunk.size == item.size else chunk.size
+            state.mtime_ns = item.mtime_ns if chunk.size == item.size else 0
+            save_state(conn, state)
+            if len(rows) >= BATCH_ROWS:
+                flush()
+            pending_bytes += len(chunk.data)
+            progress.advance(len(chunk.data), i, len(todo))
+            if pending_bytes >= COMMIT_BYTES:
+                flush()
+                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                pending_bytes = 0
+        flush()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        if bulk:
+            db.restore_indexes(conn)
+
+    rejected = sum(skips.values())
+    rewritten = sum(1 for w in work if w.mode == REWRITTEN)
+    skips["incomplete_last_line"] = conn.execute(
+        "SELECT count(*) FROM import_state WHERE kind = ? AND size > done_bytes", (KIND,)
+    ).fetchone()[0]
+    touch_marker(marker, imported or rejected or rewritten)
+    extra = f", {len(vanished)} missing" if vanished else ""
+    return (
+        f"{KIND}: {len(work)} files ({changed_files} changed{extra}),"
+        f" {imported} lines imported, {format_skips(skips)}"
+    )
+

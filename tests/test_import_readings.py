@@ -1,0 +1,266 @@
+"""Readings import: exact counts, rules, NULLs, and incremental runs (real make)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from datetime import datetime, timedelta
+
+import pytest
+from datagen import (
+    SUPERSEDED_STAMP,
+    U1,
+    U2,
+    U3,
+    build_tree,
+    copy_tree,
+    dump,
+    query,
+    reading_line,
+    run_make,
+    summary,
+)
+
+R1 = f"{U1}/data/readings"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """A realistic tree imported once (read-only for the tests that use it)."""
+    tree = build_tree(tmp_path_factory.mktemp("readings"))
+    proc = run_make(tree, "import")
+    return tree, proc
+
+
+def test_row_and_skip_counts_are_exact(imported):
+    tree, proc = imported
+    exp = tree.expected
+    assert exp.readings == 156  # pinned: the generator's tally must not drift either
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert summary(proc, "readings") == (
+        "readings: 9 files (8 changed), 156 lines imported, skipped: incomplete_last_line=1"
+        " non_printing=4 not_unit_line=2 date_1970=3 bad_field_count=2"
+    )
+    rejected = query(
+        tree.db_file,
+        "SELECT reason, count(*) FROM rejected_lines WHERE file LIKE '%/readings-%'"
+        " GROUP BY reason",
+    )
+    expected = {r: n for r, n in exp.readings_skips.items() if r != "incomplete_last_line"}
+    assert dict(rejected) == expected
+
+
+def test_rejected_lines_keep_exact_bytes_and_line_numbers(imported):
+    tree, _ = imported
+    rows = query(
+        tree.db_file,
+        "SELECT line_no, reason, raw FROM rejected_lines WHERE file = ? ORDER BY line_no",
+        f"{R1}/readings-0001.tsv",
+    )
+    assert [(n, r) for n, r, _ in rows] == [
+        (14, "non_printing"),
+        (15, "non_printing"),
+        (16, "non_printing"),
+        (17, "non_printing"),
+        (18, "date_1970"),
+        (19, "date_1970"),
+        (20, "bad_field_count"),
+        (21, "not_unit_line"),
+        (22, "not_unit_line"),
+        (23, "bad_field_count"),
+    ]
+    lines = (tree.data_dir / R1 / "readings-0001.tsv").read_bytes().split(b"\n")
+    for line_no, _reason, raw in rows:
+        assert isinstance(raw, bytes)
+        assert raw == lines[line_no - 1]
+    assert b"\x00" in rows[0][2] and rows[2][2].endswith(b"\r")
+
+
+def test_none_empty_and_nick_become_null_limits_are_kept(imported):
+    tree, _ = imported
+    src = f"{R1}/readings-0001.tsv"
+
+    def row(line_no):
+        return query(
+            tree.db_file,
+            "SELECT * FROM co2_readings WHERE source_file = ? AND line_no = ?",
+            src,
+            line_no,
+        )[0]
+
+    limits = row(11)
+    assert limits[4] == 85.0 and limits[6] == 0 and limits[7] == 200010
+    nulls = row(12)
+    assert nulls[4] is None and nulls[5] is None and nulls[10] is None and nulls[19] is None
+    assert nulls[16] is not None  # co2_output_filtered stays
+    assert row(13)[1] is None  # nickname None
+    assert query(
+        tree.db_file, "SELECT DISTINCT nickname FROM co2_readings WHERE unit_id = ?", U3
+    ) == [(None,)]
+    # the U2 line with an empty nickname and a None CO2
+    last = query(
+        tree.db_file,
+        "SELECT nickname, co2_10 FROM co2_readings WHERE source_file = ? AND line_no = 6",
+        f"{U2}/data/readings/readings-0001.tsv",
+    )
+    assert last == [(None, None)]
+
+
+def test_numbers_are_numbers_and_old_firmware_has_null_raw_fields(imported):
+    tree, _ = imported
+    types = query(
+        tree.db_file,
+        "SELECT DISTINCT typeof(temp), typeof(flash_count), typeof(co2_01),"
+        " typeof(co2_output_filtered), typeof(sensor_temp_filtered)"
+        " FROM co2_readings WHERE unit_id = ? AND line_no < 11",
+        U1,
+    )
+    assert types == [("real", "integer", "integer", "real", "real")]
+    old = query(
+        tree.db_file,
+        "SELECT count(*), count(co2_output_filtered), count(led_normalized_filtered),"
+        " count(led_signal_filtered), count(zero_point), count(sensor_temp_filtered),"
+        " count(co2_10) FROM co2_readings WHERE unit_id = ?",
+        U2,
+    )
+    assert old == [(66, 0, 0, 0, 0, 0, 65)]
+    # U3 switched firmware half way: 10 old lines, 10 new.
+    assert query(
+        tree.db_file,
+        "SELECT count(*), count(zero_point) FROM co2_readings WHERE unit_id = ?",
+        U3,
+    ) == [(20, 10)]
+
+
+def test_only_unit_folders_and_readings_files_are_read(imported):
+    tree, _ = imported
+    sources = {s for (s,) in query(tree.db_file, "SELECT DISTINCT source_file FROM co2_readings")}
+    assert sources == {
+        f"{R1}/readings-0000.tsv",
+        f"{R1}/readings-0001.tsv",
+        f"{R1}/readings-0002.tsv",
+        f"{U2}/superseded/{SUPERSEDED_STAMP}/data/readings/readings-0000.tsv",
+        f"{U2}/superseded/{SUPERSEDED_STAMP}/data/readings/readings-0001.tsv",
+        f"{U2}/data/readings/readings-0000.tsv",
+        f"{U2}/data/readings/readings-0001.tsv",
+        f"{U3}/data/readings/readings-0000.tsv",
+    }
+
+
+def test_rerun_with_nothing_new_changes_nothing(tmp_path):
+    tree = build_tree(tmp_path)
+    run_make(tree, "import")
+    before = dump(tree.db_file)
+    marker = tree.db_file.parent / "db.sqlite3.markers" / "readings"
+    os.utime(marker, ns=(1, 1))
+    proc = run_make(tree, "import")
+    assert summary(proc, "readings") == (
+        "readings: 9 files (0 changed), 0 lines imported, skipped: incomplete_last_line=1"
+    )
+    assert dump(tree.db_file) == before
+    assert marker.stat().st_mtime_ns == 1  # plots are not redrawn
+
+
+def _append(path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def grow(tree) -> None:
+    """Append to the tree as uploads would: complete lines, new files, a new unit."""
+    rng = random.Random(7)
+    t = datetime(2019, 8, 3, 0, 0, 10)
+    step = timedelta(minutes=30)
+    last = tree.data_dir / R1 / "readings-0002.tsv"
+    full = reading_line(U1, "varanger-03", datetime(2019, 8, 2, 11, 0, 10), 21, rng)
+    data = last.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    last.write_bytes(data[:cut] + full)  # the incomplete line is now complete
+    _append(last, reading_line(U1, "varanger-03", t, 21, rng) + b"co2unit-partial\t")
+    _append(
+        tree.data_dir / R1 / "readings-0003.tsv",
+        b"".join(reading_line(U1, "varanger-03", t + i * step, 21, rng) for i in range(5)),
+    )
+    _append(
+        tree.data_dir / U3 / "data/readings/readings-0001.tsv",
+        reading_line(U3, "x", t, 21, rng, date="1970-01-01")
+        + reading_line(U3, "x", t, 21, rng),
+    )
+    new_unit = "co2unit-fedcba987654"
+    _append(
+        tree.data_dir / new_unit / "data/readings/readings-0000.tsv",
+        b"".join(reading_line(new_unit, "new-01", t + i * step, 16, rng) for i in range(4)),
+    )
+
+
+def test_incremental_import_equals_from_scratch(tmp_path):
+    tree = build_tree(tmp_path / "inc")
+    run_make(tree, "import")
+    grow(tree)
+    proc = run_make(tree, "import")
+    assert summary(proc, "readings") == (
+        "readings: 11 files (4 changed), 12 lines imported,"
+        " skipped: incomplete_last_line=1 date_1970=1"
+    )
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert dump(tree.db_file) == dump(scratch.db_file)
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156 + 12,)]
+
+
+def test_file_rewritten_in_its_imported_part_is_reimported_whole(tmp_path):
+    tree = build_tree(tmp_path / "inc")
+    run_make(tree, "import")
+    path = tree.data_dir / U2 / "data/readings/readings-0000.tsv"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"varanger-01", b"varanger-1x")  # same size
+    lines[5] = b"junk"
+    path.write_bytes(b"\n".join(lines) + b"more\n")
+    proc = run_make(tree, "import")
+    assert "1 changed" in summary(proc, "readings")
+    assert query(
+        tree.db_file,
+        "SELECT count(*), count(DISTINCT nickname) FROM co2_readings WHERE source_file = ?",
+        f"{U2}/data/readings/readings-0000.tsv",
+    ) == [(24, 2)]
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert dump(tree.db_file) == dump(scratch.db_file)
+
+
+def test_sd_card_replacement_moves_rows_instead_of_duplicating(tmp_path):
+    """The server moves the old card's folders under superseded/; the new card starts over."""
+    tree = build_tree(tmp_path / "inc")
+    run_make(tree, "import")
+    unit = tree.data_dir / U1
+    stamp = unit / "superseded" / "20191101T000000Z"
+    (stamp / "data").mkdir(parents=True)
+    shutil.move(unit / "data" / "readings", stamp / "data" / "readings")
+    shutil.move(unit / "errors", stamp / "errors")
+    proc = run_make(tree, "import")
+    assert summary(proc, "readings").startswith("readings: 9 files (0 changed), 0 lines imported")
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    # The new card's first file, then its growth.
+    rng = random.Random(3)
+    t = datetime(2019, 11, 1, 0, 0, 10)
+    _append(
+        unit / "data/readings/readings-0000.tsv",
+        b"".join(reading_line(U1, "varanger-03", t + timedelta(hours=i), 21, rng)
+                 for i in range(3)),
+    )
+    run_make(tree, "import")
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert dump(tree.db_file) == dump(scratch.db_file)
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(159,)]
+
+
+def test_vanished_file_keeps_its_rows(tmp_path):
+    tree = build_tree(tmp_path)
+    run_make(tree, "import")
+    (tree.data_dir / R1 / "readings-0000.tsv").unlink()
+    proc = run_make(tree, "import")
+    assert "(0 changed, 1 missing)" in summary(proc, "readings")
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
