@@ -259,5 +259,5 @@ def import_errors(
     extra = f", {len(vanished)} missing" if vanished else ""
     return (
         f"{KIND}: {files} files ({changed_files} changed{extra}),"
-        f" {lines_read - rejected} lines imported ({entries} new entries), {format_skips(skips)}"
+        f" {lines_read - rejected} lines imported ({entries} entries written), {format_skips(skips)}"
     )
