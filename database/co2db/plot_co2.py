@@ -1,0 +1,462 @@
+"""Plot CO2 and temperature, one panel per deployment group.
+
+    python -m co2db.plot_co2 --db ../var/db.sqlite3 --out ../var/pub/co2_tiered_all_hires.svg
+    python -m co2db.plot_co2 --db ../var/db.sqlite3 --recent-days 14 \\
+        --out ../var/pub/co2_tiered_recent_hires.svg
+
+Each panel is a deployment group (a site, or a unit never deployed), ordered
+by tier, higher first. CO2 is the mean of a reading's ten values (NULLs and
+sensor-limit codes left out), averaged over time bins about one pixel wide:
+a black line over a fill coloured by temperature, cold blue to warm red, on
+one scale for all panels. Temperature is also drawn as a line on the right
+axis. Data taken en route, in a lab check, or outside every deployment
+period of the unit is drawn faded, and en_route/lab_check periods are
+shaded. SQLite does the averaging; Python only sees one row per unit and bin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from . import plotting as P
+
+PROG = "co2db.plot_co2"
+TARGET_BINS = 800  # about a panel's width in pixels at 100 dpi
+PANEL_INCHES = 1.05
+GAP_INCHES = 0.14
+MAX_GAP = timedelta(hours=3)  # a longer silence breaks the line
+TEMP_CMAP = "coolwarm"
+CO2_LINE = "#1a1a1a"
+TEMP_LINE = "#6a1b9a"
+NO_TEMP_FILL = "#b0bec5"
+
+
+def co2_mean_sql() -> str:
+    """SQL for the mean of co2_01..co2_10 of one row, ignoring NULLs and limit codes."""
+    valid = [f"co2_{i:02d} BETWEEN {P.CO2_VALID_MIN} AND {P.CO2_VALID_MAX}" for i in range(1, 11)]
+    total = " + ".join(f"iif({v}, co2_{i:02d}, 0)" for i, v in enumerate(valid, start=1))
+    count = " + ".join(f"coalesce({v}, 0)" for v in valid)
+    return f"(({total}) * 1.0 / nullif({count}, 0))"
+
+
+TEMP_SQL = f"iif(typeof(temp) IN ('real', 'integer') AND temp <> {P.TEMP_LIMIT_CODE}, temp, NULL)"
+
+
+@dataclass
+class Bin:
+    index: int
+    co2: float | None
+    temp: float | None
+    count: int
+    status: str
+
+
+def readings_units(conn) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """unit_id -> (latest nickname, first 'date time', last 'date time'), by index seeks."""
+    if not P.table_exists(conn, "co2_readings"):
+        return {}
+    sql = f"""
+        WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+        SELECT id,
+            (SELECT nickname FROM (
+                SELECT nickname FROM co2_readings WHERE unit_id = units.id
+                ORDER BY date DESC, time DESC LIMIT 500) WHERE nickname IS NOT NULL LIMIT 1),
+            (SELECT date || ' ' || coalesce(time, '00:00:00') FROM co2_readings
+                WHERE unit_id = units.id AND date IS NOT NULL ORDER BY date, time LIMIT 1),
+            (SELECT date || ' ' || coalesce(time, '00:00:00') FROM co2_readings
+                WHERE unit_id = units.id AND date IS NOT NULL ORDER BY date DESC, time DESC LIMIT 1)
+        FROM units WHERE id IS NOT NULL"""
+    return {row[0]: row[1:] for row in conn.execute(sql)}
+
+
+def readings_extent(units: dict) -> tuple[datetime | None, datetime | None]:
+    firsts = [P.parse_db_ts(first) for _nick, first, _last in units.values()]
+    lasts = [P.parse_db_ts(last) for _nick, _first, last in units.values()]
+    firsts = [t for t in firsts if t]
+    lasts = [t for t in lasts if t]
+    return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+
+
+def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
+    """(unit_id, bin index, mean CO2, mean temperature, readings) per unit and bin."""
+    if not P.table_exists(conn, "co2_readings"):
+        return []
+    ts = "r.date || ' ' || coalesce(r.time, '00:00:00')"
+    # The units CTE drives one index range scan per unit over (unit_id, date).
+    sql = f"""
+        WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+        SELECT r.unit_id, {bins.sql_index(ts)} AS b, avg({co2_mean_sql()}), avg({TEMP_SQL}),
+               count(*)
+        FROM units JOIN co2_readings AS r ON r.unit_id = units.id
+        WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
+        GROUP BY r.unit_id, b"""
+    params = bins.sql_params() | {
+        "d0": xmin.strftime("%Y-%m-%d"),
+        "d1": xmax.strftime("%Y-%m-%d"),
+        "t0": P.sql_ts(max(xmin, bins.origin), " "),
+        "t1": P.sql_ts(xmax, " "),
+    }
+    return [row for row in conn.execute(sql, params) if 0 <= row[1] < bins.count]
+
+
+def render(conn, args: argparse.Namespace, now: datetime):
+    """Build the figure; return (figure, description)."""
+    periods = P.load_periods(conn)
+    layout = P.build_layout(periods)
+    units = readings_units(conn)
+    if args.recent_days:
+        xmax = args.xmax or now
+        xmin = args.xmin or xmax - timedelta(days=args.recent_days)
+        xmin, xmax = P.default_range((xmin, xmax), periods, now, xmin, xmax)
+        title = f"CO₂ and temperature, last {args.recent_days} days"
+    else:
+        xmin, xmax = P.default_range(readings_extent(units), periods, now, args.xmin, args.xmax)
+        title = "CO₂ and temperature, all data"
+    bins = P.choose_bins(xmin, xmax, TARGET_BINS)
+
+    series: dict[str, dict[str, list[Bin]]] = defaultdict(lambda: defaultdict(list))
+    half = bins.width / 2
+    n_readings = 0
+    for unit_id, index, co2, temp, count in query_bins(conn, bins, xmin, xmax):
+        key, status = layout.locate(unit_id, bins.start_of(index) + half)
+        P.group_for_data(layout, key, unit_id, units.get(unit_id, (None,))[0])
+        series[key][unit_id].append(Bin(index, co2, temp, count, status))
+        n_readings += count
+    groups = P.select_groups(layout, series, xmin, xmax, args.min_tier, args.max_tier)
+    fig = draw(groups, series, bins, xmin, xmax, now, title, args.co2_max, n_readings)
+    return fig, (f"{len(groups)} panels, {n_readings} readings in bins of {P.describe_width(bins.width)}")
+
+
+def temperature_norm(series, groups):
+    """One colour scale for all panels, centred on 0 °C (freezing)."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    temps = sorted(
+        b.temp for g in groups for unit_bins in series.get(g.key, {}).values()
+        for b in unit_bins if b.temp is not None
+    )  # fmt: skip
+    lo, hi = -10.0, 10.0
+    if temps:
+        # Ignore the extreme 1 % so one odd bin cannot wash out every colour.
+        k = len(temps) // 100
+        lo, hi = min(temps[k], lo), max(temps[-1 - k], hi)
+        lo, hi = min(lo, -1.0), max(hi, 1.0)
+    return TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi)
+
+
+def split_runs(unit_bins: list[Bin], gap_bins: int) -> list[list[Bin]]:
+    """Consecutive bins of one unit with one look (faded or not) and no long gap.
+
+    A gap is long when it is longer than gap_bins and than three times the
+    unit's usual spacing (a unit reading every 6 hours is not "silent" between
+    readings when bins are 30 minutes).
+    """
+    ordered = sorted((b for b in unit_bins if b.co2 is not None), key=lambda b: b.index)
+    steps = sorted(b.index - a.index for a, b in zip(ordered, ordered[1:], strict=False))
+    if steps:
+        gap_bins = max(gap_bins, 3 * steps[len(steps) // 2])
+    runs: list[list[Bin]] = []
+    for b in ordered:
+        faded = b.status in P.SUBDUED
+        if runs:
+            last = runs[-1][-1]
+            if b.index - last.index <= gap_bins and (last.status in P.SUBDUED) == faded:
+                runs[-1].append(b)
+                continue
+        runs.append([b])
+    return runs
+
+
+def co2_limits(values: list[float], co2_max: float | None) -> tuple[float, float]:
+    """y-limits of a panel: the data with a margin, capped at --co2-max."""
+    if not values:
+        return 0.0, co2_max or 1000.0
+    lo, hi = min(values), max(values)
+    if co2_max is not None:
+        hi = min(hi, co2_max)
+        lo = min(lo, co2_max * 0.9)
+    margin = max((hi - lo) * 0.08, 10.0)
+    lo = max(0.0, lo - margin)
+    hi = co2_max if co2_max is not None else hi + margin
+    if hi <= lo:
+        hi = lo + 20.0
+    return lo, hi
+
+
+def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
+    """Header (title, legend, colour scale) and one panel per group, sharing the time axis."""
+    import matplotlib
+    import matplotlib.dates as mdates
+    import numpy as np
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Polygon
+    from matplotlib.ticker import MaxNLocator
+
+    n = len(groups)
+    width_in, left_in, right_in = 12.0, 0.8, 0.8
+    header_in, footer_in = 1.5, 0.45
+    body_in = max(n * (PANEL_INCHES + GAP_INCHES) - GAP_INCHES, 1.2)
+    height_in = header_in + body_in + footer_in
+    fig = P.new_figure(width_in, height_in)
+    cmap = matplotlib.colormaps[TEMP_CMAP].with_extremes(bad=NO_TEMP_FILL)
+    norm = temperature_norm(series, groups)
+
+    fig.text(0.01, 1 - 0.22 / height_in, title, fontsize=12, fontweight="bold", va="center")
+    fig.text(
+        0.01,
+        1 - 0.45 / height_in,
+        f"{xmin:%Y-%m-%d %H:%M} – {xmax:%Y-%m-%d %H:%M} UTC · mean of bins of "
+        f"{P.describe_width(bins.width)} · panels by tier, higher first · "
+        f"generated {now:%Y-%m-%d %H:%M} UTC",
+        fontsize=8.5,
+        color="#455a64",
+        va="center",
+    )
+    handles = [
+        Line2D([], [], color=CO2_LINE, linewidth=1.0, label="CO₂ (ppm, left axis)"),
+        Line2D([], [], color=TEMP_LINE, linewidth=0.8, label="temperature (°C, right axis)"),
+        Patch(facecolor=NO_TEMP_FILL, label="fill: no temperature"),
+        Line2D([], [], color=CO2_LINE, alpha=0.3, linewidth=1.0, label="faded: not deployed"),
+    ]
+    for status in ("en_route", "lab_check"):
+        handles.append(Patch(facecolor=P.status_colours(status)[1], label=status.replace("_", " ")))
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.005, 1 - 0.6 / height_in),
+        ncols=len(handles),
+        fontsize=7.5,
+        frameon=False,
+        handlelength=1.6,
+        columnspacing=1.2,
+    )
+    cax = fig.add_axes((0.015, 1 - 1.0 / height_in, 3.2 / width_in, 0.09 / height_in))
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal")
+    bar.ax.tick_params(labelsize=7, length=2)
+    bar.outline.set_linewidth(0.4)
+    fig.text(
+        0.01 + 3.3 / width_in,
+        1 - 0.955 / height_in,
+        "fill colour: temperature (°C), one scale for all panels",
+        fontsize=7.5,
+        va="center",
+    )
+
+    x0, x1 = mdates.date2num(xmin), mdates.date2num(xmax)
+    origin = mdates.date2num(bins.origin)
+    bin_days = bins.width.total_seconds() / 86400.0
+    gap_bins = max(3, math.ceil(MAX_GAP / bins.width))
+    taken: set[str] = set()
+    first_ax = None
+    axes_w = (width_in - left_in - right_in) / width_in
+
+    if not groups or n_readings == 0:
+        fig.text(
+            0.5,
+            (footer_in + body_in / 2) / height_in if not groups else 1 - 0.9 / height_in,
+            f"No CO₂ readings between {xmin:%Y-%m-%d %H:%M} and {xmax:%Y-%m-%d %H:%M} UTC",
+            ha="center",
+            va="center",
+            fontsize=11 if not groups else 9,
+            color="#b71c1c",
+            gid="no-data",
+        )
+
+    if not groups:
+        ax = fig.add_axes((left_in / width_in, footer_in / height_in, axes_w, body_in / height_in))
+        ax.set_xlim(x0, x1)
+        ax.set_yticks([])
+        P.date_axis(ax)
+
+    for i, group in enumerate(groups):
+        top_in = header_in + i * (PANEL_INCHES + GAP_INCHES)
+        rect = (
+            left_in / width_in,
+            1 - (top_in + PANEL_INCHES) / height_in,
+            axes_w,
+            PANEL_INCHES / height_in,
+        )
+        ax = fig.add_axes(rect, sharex=first_ax)
+        if first_ax is None:
+            first_ax = ax
+            ax.set_xlim(x0, x1)
+            P.date_axis(ax)
+        ax.set_gid(P.svg_id("panel-", group.key, taken))
+        ax.tick_params(axis="x", labelbottom=(i == n - 1), labeltop=(i == 0), top=(i == 0))
+        ax.tick_params(axis="both", labelsize=7)
+        ax.grid(axis="x", color="#e0e0e0", linewidth=0.5)
+        ax.set_axisbelow(True)
+
+        for period in group.periods:
+            if period.status in ("en_route", "lab_check") and period.overlaps(xmin, xmax):
+                a = mdates.date2num(max(period.start or xmin, xmin))
+                b = mdates.date2num(min(period.end or xmax, xmax))
+                ax.axvspan(a, b, color=P.status_colours(period.status)[1], zorder=0.2, lw=0)
+
+        unit_series = series.get(group.key, {})
+        runs = [run for bins_ in unit_series.values() for run in split_runs(bins_, gap_bins)]
+        lo, hi = co2_limits([b.co2 for run in runs for b in run], co2_max)
+        ax.set_ylim(lo, hi)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+        temps_all = []
+        ax2 = ax.twinx()
+        ax2.tick_params(axis="y", labelsize=7, colors=TEMP_LINE)
+        ax2.yaxis.set_major_locator(MaxNLocator(nbins=3))
+        for spine in ("top",):
+            ax2.spines[spine].set_visible(False)
+
+        for run in runs:
+            faded = run[0].status in P.SUBDUED
+            idx = np.array([b.index for b in run], dtype=float)
+            xs = origin + (idx + 0.5) * bin_days
+            ys = np.clip(np.array([b.co2 for b in run], dtype=float), lo, hi)
+            temps = np.array([np.nan if b.temp is None else b.temp for b in run], dtype=float)
+            alpha = 0.3 if faded else 1.0
+            # Fill: a strip of temperature colours, one pixel per bin, clipped
+            # to the area under the CO2 line (one small image per run).
+            full = np.arange(run[0].index, run[-1].index + 1, dtype=float)
+            known = ~np.isnan(temps)
+            strip = np.interp(full, idx[known], temps[known]) if known.any() else full * np.nan
+            if len(xs) == 1:
+                xs_fill = np.array([xs[0] - bin_days / 2, xs[0] + bin_days / 2])
+                ys_fill = np.array([ys[0], ys[0]])
+            else:
+                xs_fill, ys_fill = xs, ys
+            clip = Polygon(
+                np.column_stack(
+                    [
+                        np.concatenate([[xs_fill[0]], xs_fill, [xs_fill[-1]]]),
+                        np.concatenate([[lo], ys_fill, [lo]]),
+                    ]
+                ),
+                closed=True,
+                facecolor="none",
+                edgecolor="none",
+            )
+            ax.add_patch(clip)
+            image = ax.imshow(
+                strip[np.newaxis, :],
+                extent=(
+                    origin + run[0].index * bin_days,
+                    origin + (run[-1].index + 1) * bin_days,
+                    lo,
+                    hi,
+                ),
+                aspect="auto",
+                origin="lower",
+                cmap=cmap,
+                norm=norm,
+                interpolation="nearest",
+                alpha=0.85 * alpha,
+                zorder=1,
+            )
+            image.set_clip_path(clip)
+            ax.plot(
+                xs_fill,
+                ys_fill,
+                color=CO2_LINE,
+                linewidth=0.9,
+                alpha=alpha,
+                zorder=3,
+                marker="o" if len(xs) == 1 else None,
+                markersize=2.5,
+                markevery=[0] if len(xs) == 1 else None,
+            )
+            if known.any():
+                ax2.plot(xs, temps, color=TEMP_LINE, linewidth=0.6, alpha=alpha, zorder=2)
+                temps_all.extend(temps[known])
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(lo, hi)
+        if temps_all:
+            t_lo, t_hi = min(temps_all), max(temps_all)
+            pad = max((t_hi - t_lo) * 0.1, 1.0)
+            ax2.set_ylim(t_lo - pad, t_hi + pad)
+        else:
+            ax2.set_ylim(-10, 10)
+            ax2.set_yticks([])
+        if not runs:
+            ax.set_yticks([])
+            ax.text(
+                0.5,
+                0.5,
+                "no readings in this period",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#78909c",
+                fontsize=8,
+            )
+        tier = "no tier" if group.tier is None else f"tier {group.tier}"
+        label_box = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5}
+        ax2.text(
+            0.004, 0.94, group.label, transform=ax.transAxes, ha="left", va="top",
+            fontsize=8.5, fontweight="bold", bbox=label_box, zorder=5,
+        )  # fmt: skip
+        ax2.text(
+            0.996, 0.94, group.nickname_label(), transform=ax.transAxes, ha="right", va="top",
+            fontsize=8, bbox=label_box, zorder=5,
+        )  # fmt: skip
+        ax2.text(
+            -0.045, 0.5, tier, transform=ax.transAxes, rotation=90, ha="center",
+            va="center", fontsize=6.5, color="#78909c",
+        )  # fmt: skip
+        if xmin <= now <= xmax:
+            ax.axvline(mdates.date2num(now), color="#c62828", linewidth=0.6, zorder=4)
+
+    fig.text(0.004, (footer_in + body_in / 2) / height_in, "CO₂ (ppm)", rotation=90,
+             va="center", fontsize=8)  # fmt: skip
+    fig.text(0.996, (footer_in + body_in / 2) / height_in, "temperature (°C)", rotation=90,
+             va="center", ha="right", fontsize=8, color=TEMP_LINE)  # fmt: skip
+    return fig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {PROG}",
+        description="Plot CO2 (mean of each reading's ten values) and temperature, one panel "
+        "per deployment group, ordered by tier.",
+        epilog="Units never deployed have no tier: they are shown unless --min-tier or "
+        "--max-tier is given. Sensor-limit codes (CO2 0 or 200010, temperature 85.0) are "
+        "left out of the means.",
+    )
+    P.add_common_plot_options(parser)
+    parser.add_argument(
+        "--recent-days",
+        type=P.positive_int,
+        metavar="N",
+        help="show the last N days up to now (or --xmax) instead of all data",
+    )
+    parser.add_argument(
+        "--co2-max",
+        type=P.positive_float,
+        metavar="PPM",
+        help="top of every CO2 axis (higher values are clipped); default: each panel's data",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> str:
+        fmt = P.output_format(args.out, args.format)
+        now = args.now or P.utc_now()
+        conn = P.open_db_readonly(args.db)
+        try:
+            fig, description = render(conn, args, now)
+        finally:
+            conn.close()
+        size = P.save_figure(fig, args.out, fmt)
+        return f"wrote {args.out} ({fmt}, {description}, {P.human_size(size)})"
+
+    return P.run_command(PROG, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
