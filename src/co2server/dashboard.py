@@ -242,44 +242,50 @@ def _as_int(value) -> int | None:
         return None
 
 
-def _folder_stats(folder: Path) -> FolderStats:
-    stats = FolderStats()
+def _scan_files(folder: str, pattern: re.Pattern[str]) -> tuple[FolderStats, list[str]]:
+    """One scandir: count and size of the plain files, and the names matching `pattern`, sorted."""
+    stats, names = FolderStats(), []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                if entry.name[0] != "." and entry.is_file(follow_symlinks=False):
                     stats.files += 1
                     stats.bytes += entry.stat(follow_symlinks=False).st_size
+                    if pattern.fullmatch(entry.name):
+                        names.append(entry.name)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         pass
-    return stats
+    names.sort()
+    return stats, names
 
 
-def _subdirs(folder: Path) -> list[str]:
+def _subdirs(folder: str) -> list[str]:
     try:
         with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+            return sorted(e.name for e in entries if e.name[0] != "." and e.is_dir(follow_symlinks=False))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
 
 
-def _newest_reading(readings_dir: Path) -> str | None:
-    def accept(fields: list[str]) -> bool:
-        return len(fields) >= 4 and bool(_DATE_RE.fullmatch(fields[2]) and _TIME_RE.fullmatch(fields[3]))
+def _reading_fields(fields: list[str]) -> bool:
+    return len(fields) >= 4 and bool(_DATE_RE.fullmatch(fields[2]) and _TIME_RE.fullmatch(fields[3]))
 
-    for name in reversed(numbered_files_plain(readings_dir, READINGS_FILE_RE)):
-        found = last_line_fields(readings_dir / name, accept)
+
+def _newest_reading(readings_dir: str, names: list[str]) -> str | None:
+    """Date and time of the last complete reading line (the unit's clock, UTC)."""
+    for name in reversed(names[-2:]):  # a just-started file may hold no complete line yet
+        found = last_line_fields(Path(readings_dir, name), _reading_fields)
         if found:
             return f"{found[0][2]}T{found[0][3]}"
     return None
 
 
-def _newest_error_line(errors_dir: Path) -> str | None:
-    names = numbered_files_plain(errors_dir, ERRORS_FILE_RE)
+def _newest_error_line(errors_dir: str, names: list[str]) -> str | None:
+    """The summary line of the newest entry of the last error log (else its last line)."""
     if not names:
         return None
     fallback = None
-    for raw in lines_backwards(errors_dir / names[-1], LAST_LINE_BYTES):
+    for raw in lines_backwards(Path(errors_dir, names[-1]), LAST_LINE_BYTES):
         if raw.startswith(b"----- "):
             return printable(raw[6:])
         if fallback is None and raw.strip():
@@ -287,18 +293,9 @@ def _newest_error_line(errors_dir: Path) -> str | None:
     return fallback
 
 
-def numbered_files_plain(folder: Path, pattern: re.Pattern[str]) -> list[str]:
-    """Regular files in `folder` whose names match `pattern`, in plain sorted order."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
-
-
-def _superseded_times(unit_dir: Path) -> list[str]:
+def _superseded_times(superseded_dir: str) -> list[str]:
     times = []
-    for stamp in _subdirs(unit_dir / SUPERSEDED):
+    for stamp in _subdirs(superseded_dir):
         try:
             times.append(iso_seconds(datetime.strptime(stamp, _SUPERSEDED_STAMP)))
         except ValueError:
@@ -306,26 +303,37 @@ def _superseded_times(unit_dir: Path) -> list[str]:
     return sorted(times)
 
 
-def scan_unit_folder(unit: UnitStatus, unit_dir: Path, fetches: dict[tuple[str, str], str]) -> None:
-    """Fill in what the unit's folder under remote_data/ tells (sizes, last lines, updates)."""
-    if not unit_dir.is_dir() or unit_dir.is_symlink():
+def scan_unit_folder(unit: UnitStatus, unit_dir: str, fetches: dict[tuple[str, str], str]) -> None:
+    """Fill in what the unit's folder under remote_data/ tells (sizes, last lines, updates).
+
+    Plain string paths and one scandir per folder: this runs for every unit
+    on every request.
+    """
+    present = set(_subdirs(unit_dir))
+    if not present and not os.path.isdir(unit_dir):
         return
-    unit.folders["errors"] = _folder_stats(unit_dir / "errors")
-    for sub in _subdirs(unit_dir / "data"):
-        unit.folders[f"data/{sub}"] = _folder_stats(unit_dir / "data" / sub)
-    unit.folders = {k: v for k, v in unit.folders.items() if v.files or k == "errors"}
-    unit.newest_reading = _newest_reading(unit_dir / "data" / "readings")
-    unit.newest_error_line = _newest_error_line(unit_dir / "errors")
-    updates_dir = unit_dir / "updates"
-    if updates_dir.is_dir() and not updates_dir.is_symlink():
+    sep = os.sep
+    errors_dir = unit_dir + sep + "errors"
+    unit.folders["errors"], error_logs = _scan_files(errors_dir, ERRORS_FILE_RE)
+    unit.newest_error_line = _newest_error_line(errors_dir, error_logs)
+    if "data" in present:
+        for sub in _subdirs(unit_dir + sep + "data"):
+            folder = unit_dir + sep + "data" + sep + sub
+            stats, names = _scan_files(folder, READINGS_FILE_RE)
+            if stats.files:
+                unit.folders[f"data/{sub}"] = stats
+            if sub == "readings":
+                unit.newest_reading = _newest_reading(folder, names)
+    if "updates" in present:
         try:
-            names = complete_updates(updates_dir)
+            names = complete_updates(Path(unit_dir, "updates"))
         except OSError:
             names = []
         if names:
             unit.pending_update = names[-1]
             unit.update_fetched_at = fetches.get((unit.hw_id, names[-1]))
-    unit.sd_replaced_at = _superseded_times(unit_dir)
+    if SUPERSEDED in present:
+        unit.sd_replaced_at = _superseded_times(unit_dir + sep + SUPERSEDED)
 
 
 def read_update_fetches(log_path: Path) -> dict[tuple[str, str], str]:
@@ -490,7 +498,7 @@ def build_dashboard(config: Config, now: datetime | None = None) -> Dashboard:
     fetches = read_update_fetches(config.update_fetches_log)
     silent_after = timedelta(hours=config.silent_hours)
     for unit in units.values():
-        scan_unit_folder(unit, config.data_dir / unit.hw_id, fetches)
+        scan_unit_folder(unit, os.path.join(config.data_dir, unit.hw_id), fetches)
         unit.silent = unit.last_ping is None or now - unit.last_ping > silent_after
 
     ordered = sorted(units.values(), key=lambda u: (not u.silent, (u.nickname or "~").lower(), u.hw_id))
