@@ -264,3 +264,16 @@ def test_vanished_file_keeps_its_rows(tmp_path):
     proc = run_make(tree, "import")
     assert "(0 changed, 1 missing)" in summary(proc, "readings")
     assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+
+
+def test_bulk_load_gives_the_same_database(tmp_path, monkeypatch):
+    """A from-scratch load big enough for bulk mode (forced here) gives the same rows."""
+    normal = build_tree(tmp_path / "normal")
+    run_make(normal, "import")
+    bulk = copy_tree(normal, tmp_path / "bulk")
+    monkeypatch.setenv("CO2DB_BULK_LOAD_BYTES", "0")
+    run_make(bulk, "import")
+    assert dump(bulk.db_file) == dump(normal.db_file)
+    assert query(bulk.db_file, "PRAGMA journal_mode") == [("wal",)]
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'co2_readings'"
+    assert sorted(query(bulk.db_file, indexes)) == sorted(query(normal.db_file, indexes))
