@@ -188,19 +188,36 @@ def co2_limits(values: list[float], co2_max: float | None) -> tuple[float, float
     return lo, hi
 
 
+def nice_ticks(lo: float, hi: float, nbins: int = 3) -> list[float]:
+    """A few round values within [lo, hi] for a panel's scale."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    return [t for t in ticks if lo <= t <= hi]
+
+
 def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
-    """Header (title, legend, colour scale) and one panel per group, sharing the time axis."""
+    """Header (title, legend, colour scale) and one panel per group, sharing the time axis.
+
+    All panels live in ONE matplotlib axes, each in its own band of y (panel
+    i spans [base, base + 1]; CO2 and temperature are scaled into it and the
+    panel draws its own two scales). Axes are the costly part of a figure:
+    one per panel (two with a twin temperature axis) took seconds at a
+    hundred panels, one for all takes a fraction of that.
+    """
     import matplotlib
     import matplotlib.dates as mdates
     import numpy as np
     from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Polygon
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.patches import Patch, Polygon, Rectangle
+    from matplotlib.transforms import blended_transform_factory
 
     n = len(groups)
     width_in, left_in, right_in = 12.0, 0.8, 0.8
     header_in, footer_in = 1.5, 0.45
+    gap = GAP_INCHES / PANEL_INCHES  # in panel heights
     body_in = max(n * (PANEL_INCHES + GAP_INCHES) - GAP_INCHES, 1.2)
     height_in = header_in + body_in + footer_in
     fig = P.new_figure(width_in, height_in)
@@ -219,8 +236,8 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
         va="center",
     )
     handles = [
-        Line2D([], [], color=CO2_LINE, linewidth=1.0, label="CO₂ (ppm, left axis)"),
-        Line2D([], [], color=TEMP_LINE, linewidth=0.8, label="temperature (°C, right axis)"),
+        Line2D([], [], color=CO2_LINE, linewidth=1.0, label="CO₂ (ppm, left scale)"),
+        Line2D([], [], color=TEMP_LINE, linewidth=0.8, label="temperature (°C, right scale)"),
         Patch(facecolor=NO_TEMP_FILL, label="fill: no temperature"),
         Line2D([], [], color=CO2_LINE, alpha=0.3, linewidth=1.0, label="faded: not deployed"),
     ]
@@ -248,13 +265,20 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
         va="center",
     )
 
-    x0, x1 = mdates.date2num(xmin), mdates.date2num(xmax)
-    origin = mdates.date2num(bins.origin)
-    bin_days = bins.width.total_seconds() / 86400.0
-    gap_bins = max(3, math.ceil(MAX_GAP / bins.width))
-    taken: set[str] = set()
-    first_ax = None
     axes_w = (width_in - left_in - right_in) / width_in
+    ax = fig.add_axes((left_in / width_in, footer_in / height_in, axes_w, body_in / height_in))
+    ax.set_gid("co2-panels")
+    x0, x1 = mdates.date2num(xmin), mdates.date2num(xmax)
+    top = max(n * (1 + gap) - gap, 1.0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(0, top)
+    P.date_axis(ax)
+    ax.set_yticks([])
+    ax.tick_params(axis="x", labelsize=7, top=n > 0, labeltop=n > 0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    left = blended_transform_factory(ax.transAxes, ax.transData)
+    tick_len = 0.004  # in axes widths
 
     if not groups or n_readings == 0:
         fig.text(
@@ -268,56 +292,56 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
             gid="no-data",
         )
 
-    if not groups:
-        ax = fig.add_axes((left_in / width_in, footer_in / height_in, axes_w, body_in / height_in))
-        ax.set_xlim(x0, x1)
-        ax.set_yticks([])
-        P.date_axis(ax)
+    origin = mdates.date2num(bins.origin)
+    bin_days = bins.width.total_seconds() / 86400.0
+    gap_bins = max(3, math.ceil(MAX_GAP / bins.width))
+    grid_x = [x for x in ax.xaxis.get_major_locator()() if x0 <= x <= x1]
+    grid, co2_ticks, temp_ticks, now_marks = [], [], [], []
+    taken: set[str] = set()
+    now_x = mdates.date2num(now) if xmin <= now <= xmax else None
+    label_box = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5}
 
     for i, group in enumerate(groups):
-        top_in = header_in + i * (PANEL_INCHES + GAP_INCHES)
-        rect = (
-            left_in / width_in,
-            1 - (top_in + PANEL_INCHES) / height_in,
-            axes_w,
-            PANEL_INCHES / height_in,
-        )
-        ax = fig.add_axes(rect, sharex=first_ax)
-        if first_ax is None:
-            first_ax = ax
-            ax.set_xlim(x0, x1)
-            P.date_axis(ax)
-        ax.set_gid(P.svg_id("panel-", group.key, taken))
-        ax.tick_params(axis="x", labelbottom=(i == n - 1), labeltop=(i == 0), top=(i == 0))
-        ax.tick_params(axis="both", labelsize=7)
-        ax.grid(axis="x", color="#e0e0e0", linewidth=0.5)
-        ax.set_axisbelow(True)
+        base = (n - 1 - i) * (1 + gap)
+        frame = Rectangle((x0, base), x1 - x0, 1.0, facecolor="none", edgecolor="#90a4ae", linewidth=0.6, zorder=4.5)
+        frame.set_gid(P.svg_id("panel-", group.key, taken))
+        ax.add_patch(frame)
+        grid.extend(((x, base), (x, base + 1)) for x in grid_x)
+        if now_x is not None:
+            now_marks.append(((now_x, base), (now_x, base + 1)))
 
         for period in group.periods:
             if period.status in ("en_route", "lab_check") and period.overlaps(xmin, xmax):
                 a = mdates.date2num(max(period.start or xmin, xmin))
                 b = mdates.date2num(min(period.end or xmax, xmax))
-                ax.axvspan(a, b, color=P.status_colours(period.status)[1], zorder=0.2, lw=0)
+                ax.add_patch(
+                    Rectangle((a, base), b - a, 1.0, facecolor=P.status_colours(period.status)[1], lw=0, zorder=0.2)
+                )
 
         unit_series = series.get(group.key, {})
         runs = [run for bins_ in unit_series.values() for run in split_runs(bins_, gap_bins)]
         lo, hi = co2_limits([b.co2 for run in runs for b in run], co2_max)
-        ax.set_ylim(lo, hi)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-        temps_all = []
-        ax2 = ax.twinx()
-        ax2.tick_params(axis="y", labelsize=7, colors=TEMP_LINE)
-        ax2.yaxis.set_major_locator(MaxNLocator(nbins=3))
-        for spine in ("top",):
-            ax2.spines[spine].set_visible(False)
+        temps_known = [b.temp for run in runs for b in run if b.temp is not None]
+        if temps_known:
+            t_lo, t_hi = min(temps_known), max(temps_known)
+            pad = max((t_hi - t_lo) * 0.1, 1.0)
+            t_lo, t_hi = t_lo - pad, t_hi + pad
+        else:
+            t_lo, t_hi = -10.0, 10.0
+
+        def y_co2(values, lo=lo, hi=hi, base=base):
+            return base + (np.clip(values, lo, hi) - lo) / (hi - lo)
+
+        def y_temp(values, t_lo=t_lo, t_hi=t_hi, base=base):
+            return base + (values - t_lo) / (t_hi - t_lo)
 
         for run in runs:
             faded = run[0].status in P.SUBDUED
+            alpha = 0.3 if faded else 1.0
             idx = np.array([b.index for b in run], dtype=float)
             xs = origin + (idx + 0.5) * bin_days
-            ys = np.clip(np.array([b.co2 for b in run], dtype=float), lo, hi)
+            ys = y_co2(np.array([b.co2 for b in run], dtype=float))
             temps = np.array([np.nan if b.temp is None else b.temp for b in run], dtype=float)
-            alpha = 0.3 if faded else 1.0
             # Fill: a strip of temperature colours, one pixel per bin, clipped
             # to the area under the CO2 line (one small image per run).
             full = np.arange(run[0].index, run[-1].index + 1, dtype=float)
@@ -332,7 +356,7 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
                 np.column_stack(
                     [
                         np.concatenate([[xs_fill[0]], xs_fill, [xs_fill[-1]]]),
-                        np.concatenate([[lo], ys_fill, [lo]]),
+                        np.concatenate([[base], ys_fill, [base]]),
                     ]
                 ),
                 closed=True,
@@ -342,12 +366,7 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
             ax.add_patch(clip)
             image = ax.imshow(
                 strip[np.newaxis, :],
-                extent=(
-                    origin + run[0].index * bin_days,
-                    origin + (run[-1].index + 1) * bin_days,
-                    lo,
-                    hi,
-                ),
+                extent=(origin + run[0].index * bin_days, origin + (run[-1].index + 1) * bin_days, base, base + 1),
                 aspect="auto",
                 origin="lower",
                 cmap=cmap,
@@ -369,50 +388,51 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
                 markevery=[0] if len(xs) == 1 else None,
             )
             if known.any():
-                ax2.plot(xs, temps, color=TEMP_LINE, linewidth=0.6, alpha=alpha, zorder=2)
-                temps_all.extend(temps[known])
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(lo, hi)
-        if temps_all:
-            t_lo, t_hi = min(temps_all), max(temps_all)
-            pad = max((t_hi - t_lo) * 0.1, 1.0)
-            ax2.set_ylim(t_lo - pad, t_hi + pad)
-        else:
-            ax2.set_ylim(-10, 10)
-            ax2.set_yticks([])
+                ax.plot(xs, y_temp(temps), color=TEMP_LINE, linewidth=0.6, alpha=alpha, zorder=2)
+
+        if runs:
+            for value in nice_ticks(lo, hi):
+                y = float(y_co2(value))
+                co2_ticks.append(((-tick_len, y), (0, y)))
+                ax.text(-2 * tick_len, y, f"{value:g}", transform=left, ha="right", va="center", fontsize=7)
+        if temps_known:
+            for value in nice_ticks(t_lo, t_hi):
+                y = float(y_temp(value))
+                temp_ticks.append(((1, y), (1 + tick_len, y)))
+                ax.text(
+                    1 + 2 * tick_len, y, f"{value:g}", transform=left, ha="left", va="center",
+                    fontsize=7, color=TEMP_LINE,
+                )  # fmt: skip
         if not runs:
-            ax.set_yticks([])
             ax.text(
-                0.5,
-                0.5,
-                "no readings in this period",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="#78909c",
-                fontsize=8,
-            )
+                (x0 + x1) / 2, base + 0.5, "no readings in this period", ha="center", va="center",
+                color="#78909c", fontsize=8,
+            )  # fmt: skip
         tier = "no tier" if group.tier is None else f"tier {group.tier}"
-        label_box = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5}
-        ax2.text(
-            0.004, 0.94, group.label, transform=ax.transAxes, ha="left", va="top",
+        ax.text(
+            0.004, base + 0.94, group.label, transform=left, ha="left", va="top",
             fontsize=8.5, fontweight="bold", bbox=label_box, zorder=5,
         )  # fmt: skip
-        ax2.text(
-            0.996, 0.94, group.nickname_label(), transform=ax.transAxes, ha="right", va="top",
+        ax.text(
+            0.996, base + 0.94, group.nickname_label(), transform=left, ha="right", va="top",
             fontsize=8, bbox=label_box, zorder=5,
         )  # fmt: skip
-        ax2.text(
-            -0.045, 0.5, tier, transform=ax.transAxes, rotation=90, ha="center",
+        ax.text(
+            -0.05, base + 0.5, tier, transform=left, rotation=90, ha="center",
             va="center", fontsize=6.5, color="#78909c",
         )  # fmt: skip
-        if xmin <= now <= xmax:
-            ax.axvline(mdates.date2num(now), color="#c62828", linewidth=0.6, zorder=4)
 
-    fig.text(0.004, (footer_in + body_in / 2) / height_in, "CO₂ (ppm)", rotation=90,
-             va="center", fontsize=8)  # fmt: skip
-    fig.text(0.996, (footer_in + body_in / 2) / height_in, "temperature (°C)", rotation=90,
-             va="center", ha="right", fontsize=8, color=TEMP_LINE)  # fmt: skip
+    ax.add_collection(LineCollection(grid, colors="#e0e0e0", linewidths=0.5, zorder=0.15))
+    ax.add_collection(LineCollection(now_marks, colors="#c62828", linewidths=0.6, zorder=4))
+    ax.add_collection(LineCollection(co2_ticks, colors="#37474f", linewidths=0.6, transform=left, clip_on=False))
+    ax.add_collection(LineCollection(temp_ticks, colors=TEMP_LINE, linewidths=0.6, transform=left, clip_on=False))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(0, top)
+    fig.text(0.004, (footer_in + body_in / 2) / height_in, "CO₂ (ppm)", rotation=90, va="center", fontsize=8)
+    fig.text(
+        0.996, (footer_in + body_in / 2) / height_in, "temperature (°C)", rotation=90,
+        va="center", ha="right", fontsize=8, color=TEMP_LINE,
+    )  # fmt: skip
     return fig
 
 
