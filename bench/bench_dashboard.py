@@ -159,6 +159,30 @@ def main() -> None:
                   f"{median / TARGET_MS:>13.2f}x {size:>9,}B {verdict}")
     finally:
         server.stop()
+    in_process(root, args.requests)
+    print(f"load average (1, 5, 15 min): {os.getloadavg()} on {os.cpu_count()} CPUs "
+          "(other work on the machine inflates the wall times above, not the CPU times)")
+
+
+def in_process(root: Path, count: int) -> None:
+    """CPU time of one dashboard build in this process: what a request costs, load aside."""
+    from co2server.config import Config
+    from co2server.dashboard import build_dashboard
+
+    config = Config.from_environ({"CO2_DATA_DIR": str(root / "remote_data"), "CO2_VAR_DIR": str(root / "var")})
+    cold_wall = time.perf_counter()
+    cold_cpu = time.process_time()
+    build_dashboard(config)
+    cold = ((time.perf_counter() - cold_wall) * 1000, (time.process_time() - cold_cpu) * 1000)
+    walls, cpus = [], []
+    for _ in range(count):
+        t0, c0 = time.perf_counter(), time.process_time()
+        board = build_dashboard(config)
+        walls.append((time.perf_counter() - t0) * 1000)
+        cpus.append((time.process_time() - c0) * 1000)
+    print(f"build_dashboard in-process, {len(board.units)} units: first (cold caches) "
+          f"{cold[0]:.1f} ms wall / {cold[1]:.1f} ms CPU; then median {statistics.median(walls):.1f} ms wall / "
+          f"{statistics.median(cpus):.1f} ms CPU, p95 {p95(walls):.1f} ms wall")
 
 
 if __name__ == "__main__":

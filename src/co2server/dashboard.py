@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -242,21 +244,74 @@ def _as_int(value) -> int | None:
         return None
 
 
-def _scan_files(folder: str, pattern: re.Pattern[str]) -> tuple[FolderStats, list[str]]:
-    """One scandir: count and size of the plain files, and the names matching `pattern`, sorted."""
-    stats, names = FolderStats(), []
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name[0] != "." and entry.is_file(follow_symlinks=False):
-                    stats.files += 1
-                    stats.bytes += entry.stat(follow_symlinks=False).st_size
-                    if pattern.fullmatch(entry.name):
-                        names.append(entry.name)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        pass
+# Per-process caches, so a request costs two stats per folder, not one per file.
+# The uploaded files are sequential and append-only: every file of a folder
+# but the last one (by sorted name) is finished, so their sizes are kept while
+# the folder's own mtime (a file added, removed or renamed) is unchanged; the
+# last file is stat'ed on every request. A folder changed within the last
+# second is never cached (mtime granularity), and entries expire anyway.
+FOLDER_CACHE_TTL_S = 600.0
+_folder_cache: dict[str, tuple[int, float, int, int, str, tuple[str, ...]]] = {}
+_tail_cache: dict[tuple[str, int, int], str | None] = {}
+
+
+def _full_scan(folder: str, pattern: re.Pattern[str]) -> tuple[int, int, str, int, list[str]]:
+    """(files, bytes, last name, last size, names matching pattern) from one scandir."""
+    files = total = 0
+    last_name, last_size, names = "", 0, []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name[0] != "." and entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                files += 1
+                total += size
+                if name > last_name:
+                    last_name, last_size = name, size
+                if pattern.fullmatch(name):
+                    names.append(name)
     names.sort()
-    return stats, names
+    return files, total, last_name, last_size, names
+
+
+def _scan_files(folder: str, pattern: re.Pattern[str]) -> tuple[FolderStats, list[str]]:
+    """Count and size of the plain files in `folder`, and the names matching `pattern`, sorted."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return FolderStats(), []
+    if not stat.S_ISDIR(st.st_mode):
+        return FolderStats(), []
+    now = time.monotonic()
+    hit = _folder_cache.get(folder)
+    if hit and hit[0] == st.st_mtime_ns and now - hit[1] < FOLDER_CACHE_TTL_S:
+        _mtime, _at, files, frozen_bytes, last_name, names = hit
+        try:
+            last_size = os.lstat(folder + os.sep + last_name).st_size if last_name else 0
+            return FolderStats(files, frozen_bytes + last_size), list(names)
+        except OSError:
+            pass  # gone meanwhile: scan afresh
+    try:
+        files, total, last_name, last_size, names = _full_scan(folder, pattern)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return FolderStats(), []
+    if time.time() - st.st_mtime_ns / 1e9 > 1.0:
+        _folder_cache[folder] = (st.st_mtime_ns, now, files, total - last_size, last_name, tuple(names))
+    return FolderStats(files, total), names
+
+
+def _cached_tail(path: str, compute) -> str | None:
+    """compute(path), remembered while the file's size and mtime stay the same."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _tail_cache:
+        if len(_tail_cache) > 20000:
+            _tail_cache.clear()
+        _tail_cache[key] = compute(Path(path))
+    return _tail_cache[key]
 
 
 def _subdirs(folder: str) -> list[str]:
@@ -271,26 +326,35 @@ def _reading_fields(fields: list[str]) -> bool:
     return len(fields) >= 4 and bool(_DATE_RE.fullmatch(fields[2]) and _TIME_RE.fullmatch(fields[3]))
 
 
+def _reading_time(path: Path) -> str | None:
+    found = last_line_fields(path, _reading_fields)
+    return f"{found[0][2]}T{found[0][3]}" if found else None
+
+
 def _newest_reading(readings_dir: str, names: list[str]) -> str | None:
     """Date and time of the last complete reading line (the unit's clock, UTC)."""
     for name in reversed(names[-2:]):  # a just-started file may hold no complete line yet
-        found = last_line_fields(Path(readings_dir, name), _reading_fields)
+        found = _cached_tail(readings_dir + os.sep + name, _reading_time)
         if found:
-            return f"{found[0][2]}T{found[0][3]}"
+            return found
     return None
+
+
+def _error_summary_line(path: Path) -> str | None:
+    fallback = None
+    for raw in lines_backwards(path, LAST_LINE_BYTES):
+        if raw.startswith(b"----- "):
+            return printable(raw[6:])
+        if fallback is None and raw.strip():
+            fallback = printable(raw)
+    return fallback
 
 
 def _newest_error_line(errors_dir: str, names: list[str]) -> str | None:
     """The summary line of the newest entry of the last error log (else its last line)."""
     if not names:
         return None
-    fallback = None
-    for raw in lines_backwards(Path(errors_dir, names[-1]), LAST_LINE_BYTES):
-        if raw.startswith(b"----- "):
-            return printable(raw[6:])
-        if fallback is None and raw.strip():
-            fallback = printable(raw)
-    return fallback
+    return _cached_tail(errors_dir + os.sep + names[-1], _error_summary_line)
 
 
 def _superseded_times(superseded_dir: str) -> list[str]:
