@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -169,3 +170,26 @@ def test_silent_threshold_is_a_setting(make_server, tmp_path):
     assert board["silent_hours"] == 1.0
     assert {u["hw_id"]: u["silent"] for u in board["units"]} == {A: False, B: True}
     assert json.loads(server.request("GET", "/status/units.json").body)["silent_count"] == 1
+
+
+def test_sizes_follow_uploads_after_being_cached(server):
+    readings = server.data_dir / A / "data" / "readings"
+    readings.mkdir(parents=True)
+    line = f"{A}\tv\t2019-07-31\t13:00:10\t23.4\t1" + "\t680" * 10 + "\n"
+    (readings / "readings-0000.tsv").write_text(line * 3)
+    (readings / "readings-0001.tsv").write_text(line)
+    old = (now_utc() - timedelta(days=1)).timestamp()
+    os.utime(readings, (old, old))  # a folder not changed lately: its listing is cached
+    for _ in range(4):  # reach both uWSGI workers
+        assert by_id(get_json(server))[A]["folders"]["data/readings"] == {"files": 2, "bytes": 4 * len(line)}
+    with open(readings / "readings-0001.tsv", "a") as f:  # the last file grows
+        f.write(line.replace("13:00:10", "13:30:10"))
+    for _ in range(4):
+        unit = by_id(get_json(server))[A]
+        assert unit["folders"]["data/readings"] == {"files": 2, "bytes": 5 * len(line)}
+        assert unit["newest_reading"] == "2019-07-31T13:30:10"
+    (readings / "readings-0002.tsv").write_text(line.replace("13:00:10", "14:00:10"))  # a new file
+    for _ in range(4):
+        unit = by_id(get_json(server))[A]
+        assert unit["folders"]["data/readings"] == {"files": 3, "bytes": 6 * len(line)}
+        assert unit["newest_reading"] == "2019-07-31T14:00:10"
