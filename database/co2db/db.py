@@ -97,6 +97,11 @@ def end_bulk_load(conn: sqlite3.Connection) -> None:
         raise DatabaseError(f"could not switch back to WAL mode (got {mode})")
 
 
+def database_file(conn: sqlite3.Connection) -> str:
+    """The file name of the connection's main database."""
+    return conn.execute("PRAGMA database_list").fetchone()[2]
+
+
 def table_is_empty(conn: sqlite3.Connection, table: str) -> bool:
     """True when table has no rows."""
     return conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None

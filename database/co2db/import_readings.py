@@ -13,17 +13,24 @@ affinity (a value that is not a number stays text, as written).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 from itertools import count, repeat
 from pathlib import Path
 
 from . import db
 from .incremental import (
     DEFAULT_UNIT_PATTERN,
+    NEW,
     REWRITTEN,
     UNCHANGED,
+    FileState,
     Progress,
+    SourceFile,
+    Work,
     find_unit_files,
     format_skips,
     plan,
@@ -185,38 +192,17 @@ def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
     conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
 
 
-def import_readings(
-    conn: sqlite3.Connection,
-    data_dir: Path,
-    unit_pattern: str = DEFAULT_UNIT_PATTERN,
-    marker: Path | None = None,
-) -> str:
-    """Import what is new in every readings file; return the summary line."""
-    data_dir = Path(data_dir)
-    sources = [
-        src
-        for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN)
-        for src in files
-    ]
-    skips = dict.fromkeys(REASONS, 0)
+def load_files(
+    conn: sqlite3.Connection, todo: list[Work], skips: dict[str, int], progress: Progress
+) -> tuple[int, int]:
+    """Import the new lines of the planned files; return (rows imported, files changed).
+
+    Commits every COMMIT_BYTES of input, at a file boundary: a file's rows
+    and its import_state row are always committed together.
+    """
     rows: list = []
     rejects: list = []
-    imported = 0
-    changed_files = 0
-
-    with db.transaction(conn):
-        work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
-    todo = [w for w in work if w.mode != UNCHANGED]
-    total_bytes = sum(max(0, w.size - w.state.done_bytes) for w in todo)
-    bulk_bytes = int(os.environ.get("CO2DB_BULK_LOAD_BYTES", BULK_LOAD_BYTES))
-    bulk = total_bytes >= bulk_bytes and db.table_is_empty(conn, "co2_readings")
-    if bulk:
-        db.begin_bulk_load(conn)
-    progress = Progress(KIND, total_bytes)
-    # Millions of small tuples and no reference cycles: the cyclic garbage
-    # collector would only rescan them again and again.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
+    imported = changed_files = pending_bytes = 0
 
     def flush() -> None:
         nonlocal imported
@@ -228,7 +214,10 @@ def import_readings(
             conn.executemany(_REJECT, rejects)
             rejects.clear()
 
-    pending_bytes = 0
+    # Millions of small tuples and no reference cycles: the cyclic garbage
+    # collector would only rescan them again and again.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for i, item in enumerate(todo, 1):
@@ -266,6 +255,133 @@ def import_readings(
     finally:
         if gc_was_enabled:
             gc.enable()
+    return imported, changed_files
+
+
+def split_for_worker(todo: list[Work]) -> tuple[list[Work], list[Work]]:
+    """Cut the file list in two contiguous parts of about equal bytes."""
+    total = sum(w.size for w in todo)
+    done = 0
+    for i, item in enumerate(todo):
+        if done >= total / 2:
+            return todo[:i], todo[i:]
+        done += item.size
+    return todo, []
+
+
+def start_worker(part_db: Path, todo: list[Work]) -> subprocess.Popen:
+    """Start a second process that loads todo into the side database part_db."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{part_db}{suffix}").unlink(missing_ok=True)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "co2db.import_readings", str(part_db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    files = [[w.source.label, str(w.source.path), w.size, w.mtime_ns] for w in todo]
+    proc.stdin.write(json.dumps(files))
+    proc.stdin.close()
+    return proc
+
+
+def worker_main(part_db: str) -> None:
+    """The second process of a bulk load: files (JSON on stdin) into part_db."""
+    files = json.load(sys.stdin)
+    conn = sqlite3.connect(part_db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")  # a scratch file: nothing to protect
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.executescript(db.schema_sql())
+    for name in db.READINGS_INDEXES:
+        conn.execute(f"DROP INDEX {name}")
+    todo = [
+        Work(SourceFile(label, Path(path)), NEW, FileState(label, KIND), size, mtime_ns)
+        for label, path, size, mtime_ns in files
+    ]
+    skips = dict.fromkeys(REASONS, 0)
+    total = sum(w.size for w in todo)
+    imported, changed = load_files(conn, todo, skips, Progress(f"{KIND} (2nd process)", total))
+    conn.close()
+    json.dump({"imported": imported, "changed": changed, "skips": skips}, sys.stdout)
+
+
+def merge_worker(
+    conn: sqlite3.Connection, proc: subprocess.Popen, part_db: Path, skips: dict[str, int]
+) -> tuple[int, int]:
+    """Wait for the worker and append its side database to ours; return its counts."""
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise WorkerFailed(f"the second import process failed (exit status {proc.returncode})")
+    result = json.loads(out)
+    conn.execute("ATTACH DATABASE ? AS part", (str(part_db),))
+    try:
+        with db.transaction(conn):
+            # Same table definitions: SQLite copies the records without decoding them.
+            conn.execute("INSERT INTO main.co2_readings SELECT * FROM part.co2_readings")
+            conn.execute("INSERT INTO main.rejected_lines SELECT * FROM part.rejected_lines")
+            conn.execute("INSERT OR REPLACE INTO main.import_state SELECT * FROM part.import_state")
+    finally:
+        conn.execute("DETACH DATABASE part")
+    for reason, n in result["skips"].items():
+        skips[reason] += n
+    return result["imported"], result["changed"]
+
+
+class WorkerFailed(Exception):
+    """The second process of a bulk load did not finish."""
+
+
+def import_readings(
+    conn: sqlite3.Connection,
+    data_dir: Path,
+    unit_pattern: str = DEFAULT_UNIT_PATTERN,
+    marker: Path | None = None,
+) -> str:
+    """Import what is new in every readings file; return the summary line."""
+    data_dir = Path(data_dir)
+    sources = [
+        src
+        for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN)
+        for src in files
+    ]
+    skips = dict.fromkeys(REASONS, 0)
+    with db.transaction(conn):
+        work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
+    todo = [w for w in work if w.mode != UNCHANGED]
+    total_bytes = sum(max(0, w.size - w.state.done_bytes) for w in todo)
+    bulk_bytes = int(os.environ.get("CO2DB_BULK_LOAD_BYTES", BULK_LOAD_BYTES))
+    bulk = total_bytes >= bulk_bytes and db.table_is_empty(conn, "co2_readings")
+    mine, theirs, proc = todo, [], None
+    if bulk:
+        db.begin_bulk_load(conn)
+        if (os.cpu_count() or 1) > 1 and len(todo) > 1:
+            # Parse and insert on two cores: the second half of the files goes
+            # into a side database, appended to ours at the end.
+            mine, theirs = split_for_worker(todo)
+            part_db = Path(f"{db.database_file(conn)}.bulk-part")
+            proc = start_worker(part_db, theirs)
+    try:
+        progress = Progress(KIND, sum(w.size - w.state.done_bytes for w in mine))
+        imported, changed_files = load_files(conn, mine, skips, progress)
+        if proc is not None:
+            try:
+                more, changed = merge_worker(conn, proc, part_db, skips)
+            except WorkerFailed as exc:
+                print(f"{KIND}: {exc}; importing its files here", file=sys.stderr)
+                more, changed = load_files(conn, theirs, skips, Progress(KIND, 0))
+            imported += more
+            changed_files += changed
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for suffix in ("", "-journal"):
+                Path(f"{part_db}{suffix}").unlink(missing_ok=True)
         if bulk:
             db.end_bulk_load(conn)
 
@@ -281,3 +397,6 @@ def import_readings(
         f" {imported} lines imported, {format_skips(skips)}"
     )
 
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1])
