@@ -1,0 +1,748 @@
+#!/usr/bin/env python3
+"""Throughput of the unit API under the real uWSGI settings, against a ceiling.
+
+Run on demand (never part of the tests):
+
+    .venv/bin/python bench/bench_server.py [--seconds 10] [--procs 2] [--conns 16]
+
+In one run it:
+1. starts a bare Flask-RESTful app (bench/bare_app.py) under uWSGI from
+   server.ini.example with only chdir/module overridden, checks that it really
+   serves the bare app, and measures GET / requests/s: the ceiling;
+2. starts the real server from server.ini.example (data and var dirs in a temp
+   folder, a free loopback port) and measures
+   - alive pings/s: POST /ou/<hw_id>/alive?... over --units hardware IDs,
+   - 4 KiB upload chunks/s: PUT /ou/<hw_id>/push-sequential/data/readings/
+     readings-0000.tsv?offset=N, one unit per connection slot, each appending
+     sequentially (offset += 4096 on every 200, ack_file checked on each);
+3. checks integrity: each stored file holds exactly the bytes acknowledged,
+   and the pings TSV logs have one line per 200 ping;
+4. prints each figure, its fraction of the ceiling, the targets (pings >= 60%,
+   chunks >= 50% of the ceiling) and PASS/FAIL; exit status 1 on any FAIL.
+
+Load: --procs processes, each an epoll loop keeping --conns requests in
+flight, every request on a fresh TCP connection with HTTP/1.0 (like the
+units). Everything goes to 127.0.0.1 only, each measurement lasts --seconds,
+and the servers are stopped at the end, even on errors. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+UWSGI = ROOT / ".venv" / "bin" / "uwsgi"
+SERVER_INI = ROOT / "server.ini.example"
+HOST = "127.0.0.1"
+
+sys.path.insert(0, str(BENCH))
+from bare_app import BODY as BARE_BODY  # noqa: E402
+
+PING_TARGET = 0.60
+CHUNK_TARGET = 0.50
+CHUNK = 4096
+READINGS = "data/readings"
+FILE_ROLL_BYTES = 16 * 1024 * 1024  # the server's default CO2_MAX_FILE_BYTES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def hw_ids(n: int) -> list[str]:
+    return [f"co2unit-{0xBE0C00000000 + i:012x}" for i in range(n)]
+
+
+def readings_name(number: int) -> str:
+    return f"readings-{number:04d}.tsv"
+
+
+def chunk_bytes(hw_id: str, k: int) -> bytes:
+    """The k-th 4 KiB chunk a unit sends: deterministic, so the files can be checked."""
+    line = f"{hw_id}\tchunk\t{k:09d}\t".encode()
+    return (line * (CHUNK // len(line) + 1))[: CHUNK - 1] + b"\n"
+
+
+def one_request(port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """A single blocking request (readiness checks): status and body."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        parts = []
+        while True:
+            part = sock.recv(65536)
+            if not part:
+                break
+            parts.append(part)
+    head, _, body = b"".join(parts).partition(b"\r\n\r\n")
+    return int(head.split(None, 2)[1]), body
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class Uwsgi:
+    """uWSGI started from server.ini.example, in its own session, logging to a file."""
+
+    def __init__(self, name: str, workdir: Path, extra_args: list[str], env: dict[str, str]):
+        self.name = name
+        self.workdir = workdir
+        self.extra_args = extra_args
+        self.env = env
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / f"uwsgi-{name}.log"
+
+    def start(self, timeout: float = 30.0) -> Uwsgi:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_")}
+            env.update(self.env)
+            env["CO2_HTTP_SOCKET"] = f"{HOST}:{self.port}"
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [str(UWSGI), "--ini", str(SERVER_INI), *self.extra_args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    start_new_session=True,
+                )
+            if self._wait_ready(timeout):
+                return self
+            self.stop()
+        raise RuntimeError(f"uWSGI ({self.name}) did not start; see {self.log_path}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _ = one_request(self.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode(), 2)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds used so far by the master, its live and its reaped workers."""
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def stat(pid: int) -> list[str]:
+            try:
+                raw = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                return []
+            return raw.rsplit(")", 1)[1].split()
+
+        user = system = 0
+        master = stat(self.proc.pid)
+        if master:  # utime stime cutime cstime
+            user += int(master[11]) + int(master[13])
+            system += int(master[12]) + int(master[14])
+        for pid in self.worker_pids():
+            fields = stat(pid)
+            if fields:
+                user += int(fields[11])
+                system += int(fields[12])
+        return user / ticks, system / ticks
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+def _requests_for(kind: str, port: int, slot: int, units: list[str]):
+    """Per connection slot: an object giving the next request and judging the answer."""
+    host = f"Host: {HOST}:{port}\r\n"
+
+    class Ceiling:
+        raw = f"GET / HTTP/1.0\r\n{host}\r\n".encode()
+
+        def next(self):
+            return self.raw
+
+        def judge(self, status, body):
+            if status != 200 or body.decode(errors="replace") != BARE_BODY:
+                return f"status {status} body {body[:60]!r}"
+            return None
+
+    class Pings:
+        def __init__(self):
+            self.i = slot
+
+        def next(self):
+            hw = units[self.i % len(units)]
+            self.i += 7
+            return (
+                f"POST /ou/{hw}/alive?site_code=bench-{self.i % 100:02d}&rssi_raw={self.i % 32}"
+                f"&rssi_dbm=-{50 + self.i % 60}&ber_raw=99 HTTP/1.0\r\n{host}\r\n"
+            ).encode()
+
+        def judge(self, status, body):
+            if status != 200 or body != b"OK\n":
+                return f"status {status} body {body[:120]!r}"
+            return None
+
+    class Chunks:
+        """One unit per slot, appending its readings file chunk by chunk."""
+
+        def __init__(self):
+            self.hw = units[slot]
+            self.k = 0  # chunks acknowledged
+            self.stopped = False
+
+        def position(self):
+            per_file = FILE_ROLL_BYTES // CHUNK
+            return readings_name(self.k // per_file), (self.k % per_file) * CHUNK
+
+        def next(self):
+            if self.stopped:
+                return None
+            name, offset = self.position()
+            body = chunk_bytes(self.hw, self.k)
+            return (
+                f"PUT /ou/{self.hw}/push-sequential/{READINGS}/{name}?offset={offset} HTTP/1.0\r\n"
+                f"{host}Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+        def judge(self, status, body):
+            name, offset = self.position()
+            want = [name, offset + CHUNK, offset + CHUNK]
+            try:
+                ack = json.loads(body).get("ack_file")
+            except ValueError:
+                ack = None
+            if status == 200 and ack == want:
+                self.k += 1
+                return None
+            self.stopped = True  # the file no longer follows the plan: stop this unit
+            return f"{self.hw} offset {offset}: status {status} ack {ack} (want {want}) body {body[:160]!r}"
+
+    return {"ceiling": Ceiling, "pings": Pings, "chunks": Chunks}[kind]()
+
+
+def _gen_process(kind, port, slots, first_slot, units, start_at, end_at, queue):
+    """One load process: an epoll loop keeping `slots` fresh-connection requests in flight."""
+    try:
+        queue.put(_gen_loop(kind, port, slots, first_slot, units, start_at, end_at))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put({"fatal": repr(exc)})
+
+
+def _gen_loop(kind, port, slots, first_slot, units, start_at, end_at):
+    ep = select.epoll()
+    plans = [_requests_for(kind, port, first_slot + s, units) for s in range(slots)]
+    conns = {}  # fd -> [sock, slot, out_bytes, in_parts, t0]
+    ok = counted = 0
+    errors: list[str] = []
+    n_errors = 0
+    latencies: list[float] = []
+    conn_errors = 0
+
+    def launch(slot):
+        raw = plans[slot].next()
+        if raw is None:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex((HOST, port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(err, os.strerror(err))
+        conns[sock.fileno()] = [sock, slot, raw, [], time.monotonic()]
+        ep.register(sock.fileno(), select.EPOLLOUT)
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    mono_end = time.monotonic() + (end_at - time.time())
+    t_start = time.monotonic()
+    for slot in range(slots):
+        launch(slot)
+    while conns:
+        for fd, events in ep.poll(1.0):
+            c = conns[fd]
+            sock = c[0]
+            failed = None
+            done = False
+            try:
+                if c[2]:
+                    if events & (select.EPOLLERR | select.EPOLLHUP) and not events & select.EPOLLIN:
+                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        raise OSError(err, os.strerror(err or errno.ECONNRESET))
+                    sent = sock.send(c[2])
+                    c[2] = c[2][sent:]
+                    if not c[2]:
+                        ep.modify(fd, select.EPOLLIN)
+                else:
+                    while True:
+                        try:
+                            part = sock.recv(65536)
+                        except BlockingIOError:
+                            break
+                        if not part:
+                            done = True
+                            break
+                        c[3].append(part)
+            except OSError as exc:
+                failed = f"connection: {exc}"
+            if not (done or failed):
+                continue
+            ep.unregister(fd)
+            sock.close()
+            del conns[fd]
+            now = time.monotonic()
+            slot = c[1]
+            if failed is None:
+                head, _, body = b"".join(c[3]).partition(b"\r\n\r\n")
+                try:
+                    status = int(head.split(None, 2)[1])
+                except (IndexError, ValueError):
+                    status = 0
+                if b"chunked" in head.lower() or b"\nlocation:" in head.lower():
+                    failed = f"answer the firmware cannot take: {head[:200]!r}"
+                else:
+                    failed = plans[slot].judge(status, body)
+            else:
+                conn_errors += 1
+            if failed is None:
+                ok += 1
+                if now <= mono_end:
+                    counted += 1
+                    latencies.append(now - c[4])
+            else:
+                n_errors += 1
+                if len(errors) < 5:
+                    errors.append(failed)
+            if now < mono_end:
+                launch(slot)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "ok": ok,
+        "counted": counted,
+        "errors": n_errors,
+        "error_samples": errors,
+        "conn_errors": conn_errors,
+        "latencies": latencies,
+        "elapsed": min(time.monotonic(), mono_end) - t_start,
+        "client_cpu": usage.ru_utime + usage.ru_stime,
+    }
+    if kind == "chunks":
+        result["acked"] = {p.hw: p.k for p in plans}
+    return result
+
+
+def drive(kind: str, server: Uwsgi, seconds: float, procs: int, conns: int, units: list[str]) -> dict:
+    """Run the load for `seconds`; aggregate the processes' results and the CPU they all used."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 0.3
+    end_at = start_at + seconds
+    workers = [
+        ctx.Process(target=_gen_process, args=(kind, server.port, conns, p * conns, units, start_at, end_at, queue))
+        for p in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    while time.time() < start_at:
+        time.sleep(0.005)
+    cpu0, mach0, t0 = server.cpu_seconds(), machine_cpu(), time.monotonic()
+    results = []
+    try:
+        for _ in workers:
+            results.append(queue.get(timeout=seconds + 60))
+    finally:
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.kill()
+    cpu1, mach1, t1 = server.cpu_seconds(), machine_cpu(), time.monotonic()
+    fatal = [r["fatal"] for r in results if "fatal" in r]
+    if fatal:
+        raise RuntimeError(f"load generator failed: {fatal}")
+    lat = sorted(x for r in results for x in r["latencies"])
+    counted = sum(r["counted"] for r in results)
+    elapsed = max(r["elapsed"] for r in results)
+    out = {
+        "kind": kind,
+        "ok": sum(r["ok"] for r in results),
+        "counted": counted,
+        "rate": counted / elapsed if elapsed > 0 else 0.0,
+        "errors": sum(r["errors"] for r in results),
+        "conn_errors": sum(r["conn_errors"] for r in results),
+        "error_samples": [e for r in results for e in r["error_samples"]][:8],
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else float("nan"),
+        "server_cpu_ms_per_req": 1000 * (sum(cpu1) - sum(cpu0)) / max(1, counted),
+        "server_sys_ms_per_req": 1000 * (cpu1[1] - cpu0[1]) / max(1, counted),
+        "client_cpu_ms_per_req": 1000 * sum(r["client_cpu"] for r in results) / max(1, counted),
+        "machine_busy": (mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1]),
+        # CPUs' worth used by neither the server nor the load generator: kernel threads
+        # (journal commits, writeback) and any other process on the machine.
+        "rest_cpus": (os.cpu_count() or 1) * (mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1])
+        - (sum(cpu1) - sum(cpu0) + sum(r["client_cpu"] for r in results)) / (t1 - t0),
+    }
+    if kind == "chunks":
+        acked = {}
+        for r in results:
+            acked.update(r["acked"])
+        out["acked"] = acked
+    return out
+
+
+def run_ab(port: int, seconds: float, concurrency: int) -> float | None:
+    """Cross-check of the ceiling with ApacheBench (HTTP/1.0, no keep-alive), if installed."""
+    ab = shutil.which("ab")
+    if not ab:
+        return None
+    proc = subprocess.run(
+        [ab, "-q", "-t", str(int(max(1, seconds))), "-n", "10000000", "-c", str(concurrency), f"http://{HOST}:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    match = re.search(r"Requests per second:\s+([\d.]+)", proc.stdout)
+    failed = re.search(r"Failed requests:\s+(\d+)", proc.stdout)
+    if not match or (failed and int(failed.group(1))):
+        print(f"  ab cross-check unusable:\n{proc.stdout[-600:]}{proc.stderr[-300:]}")
+        return None
+    return float(match.group(1))
+
+
+# --------------------------------------------------------------------------- py-spy (optional)
+
+
+class PySpy:
+    """`--py-spy DIR`: record the uWSGI workers' Python stacks during one measurement."""
+
+    def __init__(self, out_dir: Path | None, gil: bool = False):
+        self.out_dir = out_dir
+        self.mode = ["--gil"] if gil else ["--idle"]
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, server: Uwsgi, label: str, seconds: float) -> None:
+        if self.out_dir is None:
+            return
+        spy = shutil.which("py-spy", path=str(UWSGI.parent)) or shutil.which("py-spy")
+        if not spy:
+            raise SystemExit("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for pid in server.worker_pids():
+            out = self.out_dir / f"{label}-{pid}.txt"
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(int(seconds)),
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        *self.mode,
+                        "--threads",
+                        "--nonblocking",
+                        "--output",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+# --------------------------------------------------------------------------- fsync on this disk
+
+
+def fsync_probe(folder: Path, seconds: float = 1.0) -> None:
+    """What an fsync costs where the server writes: alone, and from 32 threads at once."""
+    import threading
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def appender(name: str, size: int, stop_at: float, out: list) -> None:
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        data, n, cpu0 = b"x" * size, 0, time.thread_time()
+        try:
+            while time.monotonic() < stop_at:
+                os.write(fd, data)
+                os.fsync(fd)
+                n += 1
+        finally:
+            os.close(fd)
+        out.append((n, time.thread_time() - cpu0))
+
+    for size in (70, CHUNK):
+        for threads in (1, 32):
+            out: list = []
+            stop_at = time.monotonic() + seconds
+            ts = [
+                threading.Thread(target=appender, args=(f"probe-{size}-{threads}-{i}", size, stop_at, out))
+                for i in range(threads)
+            ]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            n = sum(x[0] for x in out)
+            cpu = sum(x[1] for x in out)
+            print(
+                f"  append {size:>4} B + fsync, {threads:>2} thread(s), own files: {n / seconds:7.0f}/s,"
+                f" {1000 * seconds * threads / max(1, n):.3f} ms each, {1000 * cpu / max(1, n):.3f} ms CPU each"
+            )
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_files(data_dir: Path, acked: dict[str, int]) -> list[str]:
+    """Every unit's readings files hold exactly the chunks acknowledged, byte for byte."""
+    problems = []
+    per_file = FILE_ROLL_BYTES // CHUNK
+    for hw, n in acked.items():
+        folder = data_dir / hw / READINGS
+        expected = {}
+        for k in range(n):
+            expected.setdefault(readings_name(k // per_file), []).append(chunk_bytes(hw, k))
+        present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if sorted(expected) != present:
+            problems.append(f"{hw}: files {present}, expected {sorted(expected)}")
+            continue
+        for name, chunks in expected.items():
+            got = (folder / name).read_bytes()
+            want = b"".join(chunks)
+            if got != want:
+                where = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
+                problems.append(
+                    f"{hw}/{name}: {len(got)} bytes stored, {len(want)} acknowledged, first difference at {where}"
+                )
+    return problems
+
+
+def count_ping_lines(var_dir: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in (var_dir / "pings").glob("pings-*.tsv"))
+
+
+def show(label: str, r: dict, ceiling: float | None = None) -> None:
+    line = f"{label:<28} {r['rate']:8.1f}/s"
+    if ceiling:
+        line += f"  = {100 * r['rate'] / ceiling:5.1f}% of ceiling"
+    print(line)
+    print(
+        f"  {r['counted']} answered 200 in the window ({r['ok']} in all), errors {r['errors']}"
+        f" (connection {r['conn_errors']}); latency p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+    )
+    print(
+        f"  CPU per request: server {r['server_cpu_ms_per_req']:.2f} ms"
+        f" ({r['server_sys_ms_per_req']:.2f} in the kernel), load generator"
+        f" {r['client_cpu_ms_per_req']:.2f} ms; machine busy {100 * r['machine_busy']:.0f}%,"
+        f" of which {r['rest_cpus']:.2f} CPUs outside both (softirq, kernel threads, other processes)"
+    )
+    for e in r["error_samples"]:
+        print(f"  ! {e}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
+    ap.add_argument("--warmup", type=float, default=1.5, help="unmeasured load before each measurement")
+    ap.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
+    ap.add_argument("--conns", type=int, default=16, help="requests in flight per process (default 16)")
+    ap.add_argument("--units", type=int, default=50, help="hardware IDs the pings are spread over (default 50)")
+    ap.add_argument("--no-ab", action="store_true", help="skip the ApacheBench cross-check of the ceiling")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (data, var, uWSGI logs)")
+    ap.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record the workers' stacks with py-spy into DIR (diagnosis; slows the server)",
+    )
+    ap.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="with --py-spy: sample only the thread holding the GIL (CPU), not every thread (wall time)",
+    )
+    args = ap.parse_args()
+    if not 1 <= args.seconds <= 600:
+        ap.error("--seconds must be between 1 and 600")
+    slots = args.procs * args.conns
+
+    tmp = Path(tempfile.mkdtemp(prefix="co2-bench-"))
+    spy = PySpy(args.py_spy, args.py_spy_gil)
+    servers: list[Uwsgi] = []
+    failures: list[str] = []
+    print(
+        f"load: {args.procs} processes x {args.conns} in flight, fresh TCP connection and HTTP/1.0 per request,"
+        f" {args.seconds:g} s per measurement on {HOST}; {os.cpu_count()} CPUs"
+    )
+    try:
+        print(f"fsync on this disk ({tmp}):")
+        fsync_probe(tmp / "fsync-probe")
+        # Both servers run from the start; the one not being measured sits idle.
+        # The bare app: the same ini, only chdir/module overridden (checked below).
+        bare = Uwsgi(
+            "bare",
+            tmp,
+            ["--chdir", str(BENCH), "--module", "bare_app:app"],
+            {"CO2_DATA_DIR": str(tmp / "bare-data"), "CO2_VAR_DIR": str(tmp / "bare-var")},
+        )
+        data_dir, var_dir = tmp / "remote_data", tmp / "var"
+        real = Uwsgi("server", tmp, [], {"CO2_DATA_DIR": str(data_dir), "CO2_VAR_DIR": str(var_dir)})
+        for server in (bare, real):
+            servers.append(server)
+            server.start()
+        status, body = one_request(bare.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        if status != 200 or body.decode() != BARE_BODY:
+            raise RuntimeError(f"the ceiling server does not serve bench/bare_app.py: {status} {body[:80]!r}")
+        status, body = one_request(real.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        if status != 200 or body.decode(errors="replace") == BARE_BODY:
+            raise RuntimeError(f"the real server does not answer GET / as expected: {status} {body[:80]!r}")
+
+        def ceiling_run(label):
+            drive("ceiling", bare, args.warmup, args.procs, args.conns, [])
+            spy.start(bare, label, args.seconds)
+            r = drive("ceiling", bare, args.seconds, args.procs, args.conns, [])
+            spy.stop()
+            show(f"{label}: bare GET /", r)
+            if r["errors"]:
+                failures.append(f"{label}: errors")
+            return r
+
+        # 1. The ceiling, before (and again after) the real server's measurements.
+        ceiling_a = ceiling_run("ceiling")
+        ab_rate = None if args.no_ab else run_ab(bare.port, args.seconds, slots)
+        if ab_rate:
+            print(
+                f"  cross-check, ApacheBench -c {slots} (HTTP/1.0, no keep-alive): {ab_rate:.1f}/s"
+                f" ({100 * ab_rate / ceiling_a['rate']:.0f}% of the figure above)"
+            )
+
+        # 2. The real server.
+        units = hw_ids(args.units)
+        ping_ok = 0
+        warm = drive("pings", real, args.warmup, args.procs, args.conns, units)
+        ping_ok += warm["ok"]
+        spy.start(real, "pings", args.seconds)
+        pings = drive("pings", real, args.seconds, args.procs, args.conns, units)
+        spy.stop()
+        ping_ok += pings["ok"]
+        show("alive pings", pings)
+
+        upload_units = hw_ids(args.units + slots)[args.units :]  # units of their own, fresh folders
+        spy.start(real, "chunks", args.seconds)
+        chunks = drive("chunks", real, args.seconds, args.procs, args.conns, upload_units)
+        spy.stop()
+        show("4 KiB upload chunks", chunks)
+
+        ceiling_b = ceiling_run("ceiling again")
+        real.stop()
+        bare.stop()
+        ceil = (ceiling_a["rate"] + ceiling_b["rate"]) / 2
+        drift = abs(ceiling_a["rate"] - ceiling_b["rate"]) / ceil
+        print(f"ceiling: {ceil:.1f}/s (mean of {ceiling_a['rate']:.1f} before and {ceiling_b['rate']:.1f} after)")
+        if drift > 0.15:
+            print(
+                f"  WARNING: the ceiling moved by {100 * drift:.0f}% during the run: something else is using"
+                " this machine's CPUs; the ratios below are unreliable, run again on a quiet machine"
+            )
+
+        # 3. Integrity.
+        lines = count_ping_lines(var_dir)
+        print(f"pings TSV: {lines} lines for {ping_ok} pings answered 200 ({'OK' if lines == ping_ok else 'MISMATCH'})")
+        if lines != ping_ok:
+            failures.append("pings TSV line count")
+        problems = check_files(data_dir, chunks["acked"])
+        total = sum(chunks["acked"].values())
+        print(
+            f"uploads: {total} chunks ({total * CHUNK / 2**20:.1f} MiB) acknowledged over {len(chunks['acked'])}"
+            f" units; stored files {'match byte for byte' if not problems else 'DIFFER'}"
+        )
+        for p in problems[:10]:
+            print(f"  ! {p}")
+        if problems:
+            failures.append("upload integrity")
+
+        # 4. Verdict.
+        for label, r, target in (("pings", pings, PING_TARGET), ("upload chunks", chunks, CHUNK_TARGET)):
+            ratio = r["rate"] / ceil if ceil else 0.0
+            verdict = "PASS" if ratio >= target and not r["errors"] else "FAIL"
+            if verdict == "FAIL":
+                failures.append(label)
+            print(
+                f"{verdict}: {label} {r['rate']:.1f}/s = {100 * ratio:.1f}% of ceiling {ceil:.1f}/s"
+                f" (target >= {100 * target:.0f}%){'; with errors' if r['errors'] else ''}"
+            )
+    finally:
+        spy.stop()
+        for s in servers:
+            s.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("RESULT:", "FAIL (" + ", ".join(failures) + ")" if failures else "PASS")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
