@@ -37,11 +37,21 @@ NO_TEMP_FILL = "#b0bec5"
 
 
 def co2_mean_sql() -> str:
-    """SQL for the mean of co2_01..co2_10 of one row, ignoring NULLs and limit codes."""
-    valid = [f"co2_{i:02d} BETWEEN {P.CO2_VALID_MIN} AND {P.CO2_VALID_MAX}" for i in range(1, 11)]
-    total = " + ".join(f"iif({v}, co2_{i:02d}, 0)" for i, v in enumerate(valid, start=1))
+    """SQL for the mean of co2_01..co2_10 of one row, ignoring NULLs and limit codes.
+
+    Most rows have ten valid values: a cheap test (scalar min/max are NULL if
+    any value is NULL) takes the plain mean; only other rows pay for the
+    value-by-value version. This halves the cost of an all-time plot.
+    """
+    cols = [f"co2_{i:02d}" for i in range(1, 11)]
+    valid = [f"{c} BETWEEN {P.CO2_VALID_MIN} AND {P.CO2_VALID_MAX}" for c in cols]
+    total = " + ".join(f"iif({v}, {c}, 0)" for c, v in zip(cols, valid, strict=True))
     count = " + ".join(f"coalesce({v}, 0)" for v in valid)
-    return f"(({total}) * 1.0 / nullif({count}, 0))"
+    listed = ", ".join(cols)
+    return (
+        f"coalesce(iif(min({listed}) >= {P.CO2_VALID_MIN} AND max({listed}) <= {P.CO2_VALID_MAX},"
+        f" ({' + '.join(cols)}) * 0.1, NULL), ({total}) * 1.0 / nullif({count}, 0))"
+    )
 
 
 TEMP_SQL = f"iif(typeof(temp) IN ('real', 'integer') AND temp <> {P.TEMP_LIMIT_CODE}, temp, NULL)"
@@ -87,21 +97,39 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
     if not P.table_exists(conn, "co2_readings"):
         return []
     ts = "r.date || ' ' || coalesce(r.time, '00:00:00')"
-    # The units CTE drives one index range scan per unit over (unit_id, date).
-    sql = f"""
-        WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
-        SELECT r.unit_id, {bins.sql_index(ts)} AS b, avg({co2_mean_sql()}), avg({TEMP_SQL}),
-               count(*)
-        FROM units JOIN co2_readings AS r ON r.unit_id = units.id
-        WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
-        GROUP BY r.unit_id, b"""
     params = bins.sql_params() | {
         "d0": xmin.strftime("%Y-%m-%d"),
         "d1": xmax.strftime("%Y-%m-%d"),
         "t0": P.sql_ts(max(xmin, bins.origin), " "),
         "t1": P.sql_ts(xmax, " "),
     }
-    return [row for row in conn.execute(sql, params) if 0 <= row[1] < bins.count]
+    day_bins = bins.width.total_seconds() % 86400 == 0 and bins.origin.time() == datetime.min.time()
+    if day_bins:
+        # Whole-day bins (long ranges): group by (unit_id, date) first, which
+        # follows the (unit_id, date, time) index, so SQLite aggregates while
+        # scanning instead of sorting millions of rows; then days into bins.
+        sql = f"""
+            SELECT unit_id, {bins.sql_index("date")} AS b,
+                   sum(co2_sum) / nullif(sum(co2_n), 0), sum(temp_sum) / nullif(sum(temp_n), 0),
+                   sum(n)
+            FROM (
+                SELECT r.unit_id, r.date, sum(c) AS co2_sum, count(c) AS co2_n,
+                       sum(t) AS temp_sum, count(t) AS temp_n, count(*) AS n
+                FROM (SELECT unit_id, date, time, {co2_mean_sql()} AS c, {TEMP_SQL} AS t
+                      FROM co2_readings) AS r
+                WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
+                GROUP BY r.unit_id, r.date)
+            GROUP BY unit_id, b"""
+    else:
+        # The units CTE drives one index range scan per unit over (unit_id, date).
+        sql = f"""
+            WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+            SELECT r.unit_id, {bins.sql_index(ts)} AS b, avg({co2_mean_sql()}), avg({TEMP_SQL}),
+                   count(*)
+            FROM units JOIN co2_readings AS r ON r.unit_id = units.id
+            WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
+            GROUP BY r.unit_id, b"""
+    return [row for row in conn.execute(sql, params) if row[0] is not None and 0 <= row[1] < bins.count]
 
 
 def render(conn, args: argparse.Namespace, now: datetime):
