@@ -117,7 +117,7 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
                        sum(t) AS temp_sum, count(t) AS temp_n, count(*) AS n
                 FROM (SELECT unit_id, date, time, {co2_mean_sql()} AS c, {TEMP_SQL} AS t
                       FROM co2_readings) AS r
-                WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
+                WHERE r.date BETWEEN :d0 AND :d1
                 GROUP BY r.unit_id, r.date)
             GROUP BY unit_id, b"""
     else:
@@ -390,8 +390,10 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
                 closed=True,
                 facecolor="none",
                 edgecolor="none",
+                transform=ax.transData,
             )
-            ax.add_patch(clip)
+            # Not added to the axes: it only clips (adding it would make
+            # matplotlib walk every vertex to update the data limits).
             image = ax.imshow(
                 strip[np.newaxis, :],
                 extent=(origin + run[0].index * bin_days, origin + (run[-1].index + 1) * bin_days, base, base + 1),
