@@ -204,7 +204,7 @@ def test_summary_pages_load_with_every_image_and_link(server, tmp_path, open_pag
     else:
         _hand_made_pages(server.var_dir / "pub")
 
-    for url, title in (("/status/alive/summary", "pings"), ("/data/co2/summary", "co2")):
+    for url in ("/status/alive/summary", "/data/co2/summary"):
         log.responses.clear()
         page.goto(server.base_url + url)
         page.wait_for_load_state("load")
