@@ -88,10 +88,8 @@ def begin_bulk_load(conn: sqlite3.Connection) -> None:
 
 
 def end_bulk_load(conn: sqlite3.Connection) -> None:
-    """Build the missing indexes (sorting on two threads) and return to WAL mode."""
-    conn.execute("PRAGMA threads = 2")
+    """Build the missing indexes and return to WAL mode."""
     conn.executescript(schema_sql())
-    conn.execute("PRAGMA threads = 0")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":
         raise DatabaseError(f"could not switch back to WAL mode (got {mode})")
