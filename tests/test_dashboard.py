@@ -193,3 +193,18 @@ def test_sizes_follow_uploads_after_being_cached(server):
         unit = by_id(get_json(server))[A]
         assert unit["folders"]["data/readings"] == {"files": 3, "bytes": 6 * len(line)}
         assert unit["newest_reading"] == "2019-07-31T14:00:10"
+
+
+def test_pages_work_when_the_database_is_broken(make_server, tmp_path):
+    db_path = tmp_path / "broken.sqlite3"
+    db_path.write_bytes(b"this is not an SQLite database" * 200)
+    server = make_server(CO2_DB_PATH=db_path)
+    assert UnitSim(A, tmp_path / "a", server.port, nickname="still-here").ping().status == 200
+    board = get_json(server)
+    assert [(u["hw_id"], u["nickname"], u["pings_24h"], u["silent"]) for u in board["units"]] == [
+        (A, "still-here", 1, False)]
+    assert board["problems"] and "database" in board["problems"][0]
+    html = server.request("GET", "/status/units")
+    assert html.status == 200 and b"Partial data" in html.body
+    recent = server.request("GET", "/status/alive/recent")
+    assert recent.status == 200 and b"30aea42a50bc\tstill-here" in recent.body

@@ -47,6 +47,7 @@ LAST_LINE_BYTES = 8 * 1024
 # The update-fetch log gains a line per downloaded file; only its end matters.
 FETCH_LOG_TAIL_BYTES = 1024 * 1024
 BLOCK = 16 * 1024
+DB_BUSY_TIMEOUT_MS = 500
 MAX_LINE_CHARS = 300
 
 
@@ -441,6 +442,9 @@ def read_database(db_path: Path, since_iso: str) -> DbPings:
         return out
     try:
         conn = db.connect(db_path, readonly=True)
+        # A page must not hang while the pipeline holds a write lock: wait a
+        # little, then show what the log and the folders know.
+        conn.execute(f"PRAGMA busy_timeout = {DB_BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
         out.problems.append(f"database: {exc}")
         return out
