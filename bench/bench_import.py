@@ -134,8 +134,10 @@ def generate(data_dir: Path, pings_dir: Path, units: int, days: int) -> int:
                 day = START + timedelta(days=d)
                 fh.write(f"----- {day} 03:00:00 INFO  Self-test. Signal quality ok\n")
                 if d % 30 == 0:
-                    fh.write(f"----- {day} 03:10:00 EXC   Uncaught exception\n"
-                             "Traceback (most recent call last):\n  File \"main.py\"\n")
+                    fh.write(
+                        f"----- {day} 03:10:00 EXC   Uncaught exception\n"
+                        'Traceback (most recent call last):\n  File "main.py"\n'
+                    )
         if n % 10 == 0:
             print(f"  generated {n}/{units} units", file=sys.stderr, flush=True)
     pings_dir.mkdir(parents=True, exist_ok=True)
@@ -152,9 +154,7 @@ def append_day(data_dir: Path, units: int, days: int, extra: int) -> int:
     for unit, nick, ncols, rng in unit_params(units):
         pool = value_pool(random.Random(unit), ncols, 50)
         temps = [f"{rng.uniform(-25, 25):.4f}" for _ in range(89)]
-        UnitWriter(data_dir / unit / "data/readings").append(
-            day_lines(unit, nick, day, pool, temps, extra * 48)
-        )
+        UnitWriter(data_dir / unit / "data/readings").append(day_lines(unit, nick, day, pool, temps, extra * 48))
     return 48 * units
 
 
@@ -191,8 +191,7 @@ def reference_import(data_dir: Path, work: Path) -> tuple[float, float]:
     script = f"CREATE TABLE readings ({cols});\n.mode tabs\n.import {all_lines} readings\n"
     cli = sqlite3_cli()
     t0, c0 = time.perf_counter(), children_cpu()
-    subprocess.run([cli, str(db)], input=script, text=True, check=True,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run([cli, str(db)], input=script, text=True, check=True, stderr=subprocess.DEVNULL)
     elapsed, cpu = time.perf_counter() - t0, children_cpu() - c0
     all_lines.unlink()
     db.unlink()
@@ -202,8 +201,7 @@ def reference_import(data_dir: Path, work: Path) -> tuple[float, float]:
 def make(vars_: list[str], *targets: str) -> tuple[float, str]:
     """Run make in database/; return (seconds, stdout)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(["make", "-C", str(DATABASE_DIR), *vars_, *targets],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["make", "-C", str(DATABASE_DIR), *vars_, *targets], capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr, file=sys.stderr)
@@ -213,13 +211,15 @@ def make(vars_: list[str], *targets: str) -> tuple[float, str]:
 
 def web_available() -> bool:
     """True when the plot and page commands exist (another engineer's part)."""
-    return all((DATABASE_DIR / "co2db" / f"{m}.py").exists()
-               for m in ("plot_pings", "plot_co2", "pages"))
+    return all((DATABASE_DIR / "co2db" / f"{m}.py").exists() for m in ("plot_pings", "plot_co2", "pages"))
 
 
 def report(name: str, seconds: float, target: str, ok: bool, note: str = "") -> bool:
-    print(f"{name:<44} {seconds:8.2f} s   target {target:<22} {'PASS' if ok else 'FAIL'}"
-          + (f"   {note}" if note else ""), flush=True)
+    print(
+        f"{name:<44} {seconds:8.2f} s   target {target:<22} {'PASS' if ok else 'FAIL'}"
+        + (f"   {note}" if note else ""),
+        flush=True,
+    )
     return ok
 
 
@@ -248,26 +248,39 @@ def main() -> int:
     shutil.rmtree(var_dir / "pub", ignore_errors=True)
     db_file = var_dir / "db" / "db.sqlite3"
     pub = var_dir / "pub"
-    vars_ = [f"DATA_DIR={data_dir}", f"DB_DIR={db_file.parent}", f"DB_FILE={db_file}",
-             f"WEB_PUB_DIR={pub}", f"PINGS_DIR={var_dir / 'pings'}",
-             f"PYTHON={ROOT / '.venv/bin/python'}"]
+    vars_ = [
+        f"DATA_DIR={data_dir}",
+        f"DB_DIR={db_file.parent}",
+        f"DB_FILE={db_file}",
+        f"WEB_PUB_DIR={pub}",
+        f"PINGS_DIR={var_dir / 'pings'}",
+        f"PYTHON={ROOT / '.venv/bin/python'}",
+    ]
     nbytes = sum(p.stat().st_size for p in data_dir.glob("*/data/readings/*.tsv"))
     nfiles = len(list(data_dir.glob("*/data/readings/*.tsv")))
-    print(f"archive: {args.units} units, {args.days} days, {nfiles} readings files,"
-          f" {nbytes / 1e6:.0f} MB; cores: {os.cpu_count()}")
+    print(
+        f"archive: {args.units} units, {args.days} days, {nfiles} readings files,"
+        f" {nbytes / 1e6:.0f} MB; cores: {os.cpu_count()}"
+    )
 
     ok = True
     ref, ref_cpu = reference_import(data_dir, work)
     c0 = children_cpu()
     full, out = make(vars_, "import")
     full_cpu = children_cpu() - c0
-    print("   " + "\n   ".join(l for l in out.splitlines() if l.startswith("readings:")))
-    print(f"   load average: {os.getloadavg()[0]:.1f} (other work on the machine"
-          " skews wall times; CPU seconds are steadier)")
+    print("   " + "\n   ".join(s for s in out.splitlines() if s.startswith("readings:")))
+    print(
+        f"   load average: {os.getloadavg()[0]:.1f} (other work on the machine"
+        " skews wall times; CPU seconds are steadier)"
+    )
     report("sqlite3 .import reference", ref, "(reference)", True, f"CPU {ref_cpu:.2f} s")
-    ok &= report("make import, from scratch", full, f"<= {1.5 * ref:.2f} s (1.5x)",
-                 full <= 1.5 * ref,
-                 f"ratio {full / ref:.2f}; CPU {full_cpu:.2f} s, ratio {full_cpu / ref_cpu:.2f}")
+    ok &= report(
+        "make import, from scratch",
+        full,
+        f"<= {1.5 * ref:.2f} s (1.5x)",
+        full <= 1.5 * ref,
+        f"ratio {full / ref:.2f}; CPU {full_cpu:.2f} s, ratio {full_cpu / ref_cpu:.2f}",
+    )
     web = web_available()
     goal = () if web else ("import",)
     label = "make" if web else "make import"
@@ -281,8 +294,13 @@ def main() -> int:
     if web:
         # Import and drawing timed apart (their sum is what one `make` takes).
         day_import, out = make(vars_, "import")
-        report("  one new day: make import", day_import, "(part of the next)", True,
-               next((l for l in out.splitlines() if l.startswith("readings:")), ""))
+        report(
+            "  one new day: make import",
+            day_import,
+            "(part of the next)",
+            True,
+            next((s for s in out.splitlines() if s.startswith("readings:")), ""),
+        )
         day_web, _ = make(vars_)
         report("  one new day: then make (plots, pages)", day_web, "(part of the next)", True)
         day = day_import + day_web
@@ -290,8 +308,7 @@ def main() -> int:
         day, out = make(vars_, *goal)
     ok &= report(f"{label}, one new day for every unit", day, "< 10 s", day < 10.0, note)
     if web:
-        for name in ("pings_all_tiered.svg", "co2_tiered_recent_hires.svg",
-                     "co2_tiered_all_hires.svg"):
+        for name in ("pings_all_tiered.svg", "co2_tiered_recent_hires.svg", "co2_tiered_all_hires.svg"):
             (pub / name).unlink(missing_ok=True)
             secs, _ = make(vars_, str(pub / name))
             ok &= report(f"make {name}", secs, "< 10 s", secs < 10.0, "includes no-op import")

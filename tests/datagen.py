@@ -95,9 +95,7 @@ class Tree:
 # --- Lines -------------------------------------------------------------------
 
 
-def reading_fields(
-    unit: str, nick: str, when: datetime, ncols: int, rng: random.Random
-) -> list[str]:
+def reading_fields(unit: str, nick: str, when: datetime, ncols: int, rng: random.Random) -> list[str]:
     """The fields of one well-formed reading."""
     fields = [
         unit,
@@ -120,9 +118,7 @@ def reading_fields(
     return fields
 
 
-def reading_line(
-    unit: str, nick: str, when: datetime, ncols: int, rng: random.Random, **replace: str
-) -> bytes:
+def reading_line(unit: str, nick: str, when: datetime, ncols: int, rng: random.Random, **replace: str) -> bytes:
     """One reading line with newline; replace={'temp': 'None', ...} by column name."""
     fields = reading_fields(unit, nick, when, ncols, rng)
     for name, value in replace.items():
@@ -208,35 +204,29 @@ def write_readings(tree: Tree, rng: random.Random) -> None:
         # line 11: sensor-limit values are kept as they are
         good(U1, "varanger-03", 50, 21, temp="85.0", co2_01="0", co2_02="200010"),
         # 12: None in temp, a CO2 and a raw field; an empty flash count
-        good(U1, "varanger-03", 51, 21, temp="None", co2_05="None", zero_point="None",
-             flash_count=""),
+        good(U1, "varanger-03", 51, 21, temp="None", co2_05="None", zero_point="None", flash_count=""),
         # 13: nickname None
         good(U1, "None", 52, 21),
         # 14: NUL from SD corruption
-        bad("non_printing", reading_line(U1, "varanger-03", when, 21, rng)[:30] + b"\x00\x00"
-            + b"\t1\n"),
+        bad("non_printing", reading_line(U1, "varanger-03", when, 21, rng)[:30] + b"\x00\x00" + b"\t1\n"),
         # 15: a high byte
-        bad("non_printing", reading_line(U1, "varanger-\xe9", when, 21, rng,)),
+        bad("non_printing", reading_line(U1, "varanger-\xe9", when, 21, rng)),
         # 16: CRLF line end (CR is not printable)
         bad("non_printing", reading_line(U1, "varanger-03", when, 21, rng)[:-1] + b"\r\n"),
         # 17: 1970 date AND a NUL: non_printing comes first
-        bad("non_printing", reading_line(U1, "varanger-03", when, 21, rng,
-                                         date="1970-01-01")[:-1] + b"\x00\n"),
+        bad("non_printing", reading_line(U1, "varanger-03", when, 21, rng, date="1970-01-01")[:-1] + b"\x00\n"),
         # 18: clock lost
-        bad("date_1970", reading_line(U1, "varanger-03", when, 21, rng, date="1970-01-01",
-                                      time="00:02:11")),
+        bad("date_1970", reading_line(U1, "varanger-03", when, 21, rng, date="1970-01-01", time="00:02:11")),
         # 19: clock lost and a bad field count: date_1970 comes first
         bad("date_1970", f"{U1}\tvaranger-03\t1970-01-01\t00:00:05\t21.0\n".encode()),
         # 20: bad field count (18)
-        bad("bad_field_count", b"\t".join(reading_line(U1, "varanger-03", when, 21, rng)
-                                          .split(b"\t")[:18]) + b"\n"),
+        bad("bad_field_count", b"\t".join(reading_line(U1, "varanger-03", when, 21, rng).split(b"\t")[:18]) + b"\n"),
         # 21: an empty line
         bad("not_unit_line", b"\n"),
         # 22: a very old test line without hardware ID
         bad("not_unit_line", b"2019-07-01\t12:00:00\t23.5\t1\t680\n"),
         # 23: 22 fields
-        bad("bad_field_count", reading_line(U1, "varanger-03", when, 21, rng)[:-1]
-            + b"\t1\n"),
+        bad("bad_field_count", reading_line(U1, "varanger-03", when, 21, rng)[:-1] + b"\t1\n"),
     ]
     lines += [good(U1, "varanger-03", i, 21) for i in range(53, 60)]
     _write(u1 / "readings-0001.tsv", b"".join(lines))
@@ -249,31 +239,34 @@ def write_readings(tree: Tree, rng: random.Random) -> None:
     # U2: old firmware; an old SD card under superseded/, the new one current.
     old = d / U2 / "superseded" / SUPERSEDED_STAMP / "data/readings"
     _write(old / "readings-0000.tsv", b"".join(good(U2, "varanger-01", i, 16) for i in range(30)))
-    _write(old / "readings-0001.tsv", b"".join(good(U2, "varanger-01", i, 16)
-                                               for i in range(30, 35)))
+    _write(old / "readings-0001.tsv", b"".join(good(U2, "varanger-01", i, 16) for i in range(30, 35)))
     cur = d / U2 / "data/readings"
-    _write(cur / "readings-0000.tsv", b"".join(good(U2, "varanger-01", i, 16)
-                                               for i in range(100, 125)))
-    _write(cur / "readings-0001.tsv", b"".join(
-        [good(U2, "varanger-01", i, 16) for i in range(125, 130)]
-        + [good(U2, "varanger-01", 130, 16, co2_10="None", nickname="")]
-        + [bad("date_1970", reading_line(U2, "varanger-01", start, 16, rng, date="1970-01-01"))]
-    ))
+    _write(cur / "readings-0000.tsv", b"".join(good(U2, "varanger-01", i, 16) for i in range(100, 125)))
+    _write(
+        cur / "readings-0001.tsv",
+        b"".join(
+            [good(U2, "varanger-01", i, 16) for i in range(125, 130)]
+            + [good(U2, "varanger-01", 130, 16, co2_10="None", nickname="")]
+            + [bad("date_1970", reading_line(U2, "varanger-01", start, 16, rng, date="1970-01-01"))]
+        ),
+    )
 
     # U3: misconfigured nickname; firmware updated half way (16, then 21 fields).
     u3 = d / U3 / "data/readings"
-    _write(u3 / "readings-0000.tsv", b"".join(
-        [good(U3, "co2unit-0123NICK", i, 16) for i in range(10)]
-        + [good(U3, "co2unit-0123NICK", i, 21) for i in range(10, 20)]
-    ))
+    _write(
+        u3 / "readings-0000.tsv",
+        b"".join(
+            [good(U3, "co2unit-0123NICK", i, 16) for i in range(10)]
+            + [good(U3, "co2unit-0123NICK", i, 21) for i in range(10, 20)]
+        ),
+    )
     # An empty file (just created by the unit).
     _write(u3 / "readings-0001.tsv", b"")
     exp.readings_files = 3 + 2 + 2 + 2
 
     # Not units: these readings must never be imported.
     for folder in ("manual", "junk", "CO2UNIT-30AEA42A50BC", "co2unit-30aea42a50"):
-        _write(d / folder / "data/readings/readings-0000.tsv",
-               reading_line(U1, "varanger-03", start, 21, rng))
+        _write(d / folder / "data/readings/readings-0000.tsv", reading_line(U1, "varanger-03", start, 21, rng))
     # Files with other names in a unit's readings folder are not read either.
     _write(u1 / "readings-0003.tsv.tmp", reading_line(U1, "varanger-03", start, 21, rng))
     _write(u1 / "notes.txt", b"hello\n")
@@ -296,33 +289,46 @@ def write_errors(tree: Tree) -> None:
 
     epoch = datetime(1970, 1, 1, 0, 0, 12)
     # U1, ISO dates.
-    _write(d / U1 / "errors/errors-0000.txt", b"".join([
-        # 1970 before any good entry of the unit: idate NULL
-        entry(iso_entry, epoch, "INFO", "Boot, clock not set"),
-        entry(iso_entry, t, "INFO", "Self-test. LTE attached: True. Signal quality "
-              "{'rssi_dbm': -97, 'rssi_raw': 8, 'ber_raw': 99}"),
-        entry(iso_entry, t + m, "WARN", "Skipping comm due to backoff: 4/5"),
-        entry(iso_entry, t + 2 * m, "EXC", "Uncaught exception", TRACEBACK),
-        # 1970 within the file: takes the previous entry's date
-        entry(iso_entry, epoch + m, "ERROR", "Watchdog timeout"),
-        entry(iso_entry, t + 3 * m, "INFO", "transmitting 4 files"),
-        # several types match: the last in the list wins
-        entry(iso_entry, t + 4 * m, "WARN", "watch dog fed late; Signal quality low; backoff"),
-        entry(iso_entry, t + 5 * m, "INFO", "Nothing special"),
-        bad("bad_entry_header", b"----- garbage INFO not a date\n"),
-        bad("orphan_line", b"  a line of the rejected entry\n"),
-    ]))
-    _write(d / U1 / "errors/errors-0001.txt", b"".join([
-        # orphan continuation at the start of a file
-        bad("orphan_line", b"continued from nowhere\n"),
-        # 1970 at the start of the next file: takes the last good of errors-0000
-        entry(iso_entry, epoch + 2 * m, "WARN", "Skipping comm due to backoff: 1/5"),
-        entry(iso_entry, t + 6 * m, "EXC", "Uncaught exception",
-              TRACEBACK[:40] + b"\n"),
-        # a corrupted traceback line: rejected, the entry stays
-        bad("non_printing", b"  File \"x\x00.py\"\n"),
-        entry(iso_entry, t + 7 * m, "INFO", "Finished"),
-    ]))
+    _write(
+        d / U1 / "errors/errors-0000.txt",
+        b"".join(
+            [
+                # 1970 before any good entry of the unit: idate NULL
+                entry(iso_entry, epoch, "INFO", "Boot, clock not set"),
+                entry(
+                    iso_entry,
+                    t,
+                    "INFO",
+                    "Self-test. LTE attached: True. Signal quality {'rssi_dbm': -97, 'rssi_raw': 8, 'ber_raw': 99}",
+                ),
+                entry(iso_entry, t + m, "WARN", "Skipping comm due to backoff: 4/5"),
+                entry(iso_entry, t + 2 * m, "EXC", "Uncaught exception", TRACEBACK),
+                # 1970 within the file: takes the previous entry's date
+                entry(iso_entry, epoch + m, "ERROR", "Watchdog timeout"),
+                entry(iso_entry, t + 3 * m, "INFO", "transmitting 4 files"),
+                # several types match: the last in the list wins
+                entry(iso_entry, t + 4 * m, "WARN", "watch dog fed late; Signal quality low; backoff"),
+                entry(iso_entry, t + 5 * m, "INFO", "Nothing special"),
+                bad("bad_entry_header", b"----- garbage INFO not a date\n"),
+                bad("orphan_line", b"  a line of the rejected entry\n"),
+            ]
+        ),
+    )
+    _write(
+        d / U1 / "errors/errors-0001.txt",
+        b"".join(
+            [
+                # orphan continuation at the start of a file
+                bad("orphan_line", b"continued from nowhere\n"),
+                # 1970 at the start of the next file: takes the last good of errors-0000
+                entry(iso_entry, epoch + 2 * m, "WARN", "Skipping comm due to backoff: 1/5"),
+                entry(iso_entry, t + 6 * m, "EXC", "Uncaught exception", TRACEBACK[:40] + b"\n"),
+                # a corrupted traceback line: rejected, the entry stays
+                bad("non_printing", b'  File "x\x00.py"\n'),
+                entry(iso_entry, t + 7 * m, "INFO", "Finished"),
+            ]
+        ),
+    )
     # The last line is being uploaded.
     with open(d / U1 / "errors/errors-0001.txt", "ab") as fh:
         fh.write(b"----- 2019-09-16 12:00:00 INFO  par")
@@ -331,19 +337,29 @@ def write_errors(tree: Tree) -> None:
     # U2, tuple dates; old SD card first, then the current one.
     t2 = datetime(2019, 9, 5, 3, 1, 4)
     old = d / U2 / "superseded" / SUPERSEDED_STAMP / "errors"
-    _write(old / "errors-0000.txt", b"".join([
-        entry(tuple_entry, t2, "INFO", "Self-test. Signal quality ok"),
-        entry(tuple_entry, t2 + m, "ERROR", "Uncaught exception", TRACEBACK),
-    ]))
-    _write(d / U2 / "errors/errors-0000.txt", b"".join([
-        # new card, clock lost: takes the last good date of the old card's log
-        entry(tuple_entry, epoch, "INFO", "Boot"),
-        entry(tuple_entry, datetime(2019, 10, 2, 9, 8, 7), "WARN", "backoff 2/5"),
-        bad("non_printing", tuple_entry(t2, "INFO", "bad\x7f")),
-        # a non-printing entry line: its traceback has no entry
-        bad("non_printing", b"----- (2019, 10, 2, 9, 9, 0, 2, 275) EXC \x00\x00\n"),
-        bad("orphan_line", b"Traceback (most recent call last):\n"),
-    ]))
+    _write(
+        old / "errors-0000.txt",
+        b"".join(
+            [
+                entry(tuple_entry, t2, "INFO", "Self-test. Signal quality ok"),
+                entry(tuple_entry, t2 + m, "ERROR", "Uncaught exception", TRACEBACK),
+            ]
+        ),
+    )
+    _write(
+        d / U2 / "errors/errors-0000.txt",
+        b"".join(
+            [
+                # new card, clock lost: takes the last good date of the old card's log
+                entry(tuple_entry, epoch, "INFO", "Boot"),
+                entry(tuple_entry, datetime(2019, 10, 2, 9, 8, 7), "WARN", "backoff 2/5"),
+                bad("non_printing", tuple_entry(t2, "INFO", "bad\x7f")),
+                # a non-printing entry line: its traceback has no entry
+                bad("non_printing", b"----- (2019, 10, 2, 9, 9, 0, 2, 275) EXC \x00\x00\n"),
+                bad("orphan_line", b"Traceback (most recent call last):\n"),
+            ]
+        ),
+    )
     exp.errors_files = 2 + 2
 
 
@@ -362,19 +378,19 @@ def write_pings(tree: Tree) -> None:
         (b"2019-10-08T00:00:00.000000\t" + U1.encode() + b"\tvaranger-03\t8\n", "bad_field_count"),
         (b"2019-10-08 00:00:00\t" + U1.encode() + b"\tvaranger-03\t8\t-97\t99\n", "bad_timestamp"),
         (b"2019-10-08T00:00:01.000000\tbogus\tvaranger-03\t8\t-97\t99\n", "bad_unit_id"),
-        (b"2019-10-08T00:00:02.000000\t" + U1.encode() + b"\tvar\x00\t8\t-97\t99\n",
-         "non_printing"),
+        (b"2019-10-08T00:00:02.000000\t" + U1.encode() + b"\tvar\x00\t8\t-97\t99\n", "non_printing"),
     ]
     for _line, reason in bad:
         exp.pings_skips[reason] += 1
     _write(tree.pings_dir / "pings-0000.tsv", b"".join(ours0))
-    _write(tree.pings_dir / "pings-0001.tsv",
-           b"".join(ours1[:5] + [b for b, _ in bad] + ours1[5:])
-           + ping_line(t + 40 * h, U1, "varanger-03", 8, -97, 99)[:25])
+    _write(
+        tree.pings_dir / "pings-0001.tsv",
+        b"".join(ours1[:5] + [b for b, _ in bad] + ours1[5:])
+        + ping_line(t + 40 * h, U1, "varanger-03", 8, -97, 99)[:25],
+    )
     exp.pings_skips["incomplete_last_line"] += 1
     # The other server heard 5 of the same pings (same arrival time) and 3 others.
-    theirs = ours0[:5] + [ping_line(t + i * h + timedelta(seconds=1), U1, "varanger-03", 9, -95, 99)
-                          for i in range(3)]
+    theirs = ours0[:5] + [ping_line(t + i * h + timedelta(seconds=1), U1, "varanger-03", 9, -95, 99) for i in range(3)]
     _write(tree.data_dir / "server-oldhost/var/pings/pings-0000.tsv", b"".join(theirs))
     exp.ping_lines = len(ours0) + len(ours1) + len(theirs)
     exp.pings = len(ours0) + len(ours1) + 3
@@ -459,10 +475,7 @@ def dump(db_file: Path) -> dict[str, list[tuple]]:
     """Every data table's rows, sorted (bookkeeping excluded)."""
     conn = sqlite3.connect(db_file)
     try:
-        return {
-            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
-            for table in DATA_TABLES
-        }
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in DATA_TABLES}
     finally:
         conn.close()
 

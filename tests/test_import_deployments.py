@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from datagen import U1, U2, U3, build_tree, query, run_make, summary
 
 LABEL = "manual/deploy_durations_tiered.tsv"
@@ -22,16 +23,15 @@ def test_rows_nulls_and_types(imported):
     )
     rows = query(tree.db_file, "SELECT * FROM deploy_durations_tiered ORDER BY rowid")
     assert rows == [
-        (U1, "varanger-03", "vj_re_sn_3", 23, "deployed", "2019-08-13T12:00:00",
-         "2019-09-26T08:00:00", None),
+        (U1, "varanger-03", "vj_re_sn_3", 23, "deployed", "2019-08-13T12:00:00", "2019-09-26T08:00:00", None),
         (U2, "varanger-01", "vj_re_sn_4", 22, "deployed", "2019-08-13", None, "still out"),
         (U3, "lab-unit", "lab", 1, "lab_check", "2019-07-01", None, None),
-        (U2, "varanger-01", None, 5, "en_route", "2019-08-01T08:00", "2019-08-13T12:00:00",
-         "by boat"),
+        (U2, "varanger-01", None, 5, "en_route", "2019-08-01T08:00", "2019-08-13T12:00:00", "by boat"),
         (U3, "last line without newline", "lab", None, None, None, None, None),
     ]
-    assert query(tree.db_file, "SELECT DISTINCT typeof(tier) FROM deploy_durations_tiered"
-                 " WHERE tier IS NOT NULL") == [("integer",)]
+    assert query(tree.db_file, "SELECT DISTINCT typeof(tier) FROM deploy_durations_tiered WHERE tier IS NOT NULL") == [
+        ("integer",)
+    ]
     assert query(
         tree.db_file,
         "SELECT line_no, reason FROM rejected_lines WHERE file = ? ORDER BY line_no",
@@ -55,13 +55,10 @@ def test_edited_file_replaces_the_table_and_missing_file_empties_it(tmp_path):
     proc = run_make(tree, "import")
     assert "1 rows imported, skipped: none" in summary(proc, "deployments")
     assert query(tree.db_file, "SELECT count(*) FROM deploy_durations_tiered") == [(1,)]
-    assert query(tree.db_file, "SELECT count(*) FROM rejected_lines WHERE file = ?",
-                 LABEL) == [(0,)]
+    assert query(tree.db_file, "SELECT count(*) FROM rejected_lines WHERE file = ?", LABEL) == [(0,)]
     tree.deploy_tsv.unlink()
     proc = run_make(tree, "import")
-    assert summary(proc, "deployments") == (
-        f"deployments: no file {tree.deploy_tsv} (table emptied)"
-    )
+    assert summary(proc, "deployments") == (f"deployments: no file {tree.deploy_tsv} (table emptied)")
     assert query(tree.db_file, "SELECT count(*) FROM deploy_durations_tiered") == [(0,)]
     proc = run_make(tree, "import")
     assert summary(proc, "deployments").endswith("(table empty)")
@@ -73,6 +70,4 @@ def test_deployments_file_outside_data_dir(tmp_path):
     other.write_text("header\n\n# only comments\n")
     tree.deploy_tsv = other
     proc = run_make(tree, "import")
-    assert summary(proc, "deployments") == (
-        f"deployments: {other} read, 0 rows imported, skipped: none"
-    )
+    assert summary(proc, "deployments") == (f"deployments: {other} read, 0 rows imported, skipped: none")

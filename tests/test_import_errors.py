@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from datagen import SUPERSEDED_STAMP, U1, U2, build_tree, copy_tree, dump, query, run_make, summary
 
 E1 = f"{U1}/errors"
@@ -33,8 +34,7 @@ def test_counts_are_exact(imported):
     )
     rejected = query(
         tree.db_file,
-        "SELECT reason, count(*) FROM rejected_lines WHERE file LIKE '%/errors-%'"
-        " GROUP BY reason",
+        "SELECT reason, count(*) FROM rejected_lines WHERE file LIKE '%/errors-%' GROUP BY reason",
     )
     assert dict(rejected) == {"non_printing": 3, "bad_entry_header": 1, "orphan_line": 3}
 
@@ -101,7 +101,7 @@ def test_appended_traceback_and_new_dates_equal_from_scratch(tmp_path):
         fh.write(b"tial upload\nTraceback (most recent call last):\n")
     run_make(tree, "import")
     with open(log, "ab") as fh:
-        fh.write(b"  File \"watchdog.py\", line 3\n----- 1970-01-01 00:00:01 INFO  Boot\n")
+        fh.write(b'  File "watchdog.py", line 3\n----- 1970-01-01 00:00:01 INFO  Boot\n')
     # A new good date in an earlier file changes the inference in later files:
     # the superseded log grows (it would not in the field, but the rule holds).
     old = tree.data_dir / U2 / "superseded" / SUPERSEDED_STAMP / "errors" / "errors-0000.txt"
@@ -110,8 +110,7 @@ def test_appended_traceback_and_new_dates_equal_from_scratch(tmp_path):
     proc = run_make(tree, "import")
     # U2's current log is read again whole: the date carried into it changed.
     assert summary(proc, "errors") == (
-        "errors: 4 files (3 changed), 5 lines imported (4 entries written),"
-        " skipped: non_printing=2 orphan_line=1"
+        "errors: 4 files (3 changed), 5 lines imported (4 entries written), skipped: non_printing=2 orphan_line=1"
     )
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
@@ -124,7 +123,7 @@ def test_appended_traceback_and_new_dates_equal_from_scratch(tmp_path):
         (
             "watchdog",
             "2019-09-16",
-            "partial upload\nTraceback (most recent call last):\n  File \"watchdog.py\", line 3",
+            'partial upload\nTraceback (most recent call last):\n  File "watchdog.py", line 3',
         )
     ]
     assert query(

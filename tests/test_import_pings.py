@@ -6,11 +6,10 @@ import sqlite3
 from datetime import datetime
 
 import pytest
+
 from datagen import U1, U2, U3, build_tree, copy_tree, dump, ping_line, query, run_make, summary
 
-SERVER_SCHEMA = __import__("pathlib").Path(__file__).resolve().parent.parent / (
-    "src/co2server/schema.sql"
-)
+SERVER_SCHEMA = __import__("pathlib").Path(__file__).resolve().parent.parent / ("src/co2server/schema.sql")
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +28,7 @@ def test_counts_are_exact(imported):
     )
     assert query(
         tree.db_file,
-        "SELECT file, line_no, reason FROM rejected_lines WHERE file LIKE 'var/pings/%'"
-        " ORDER BY line_no",
+        "SELECT file, line_no, reason FROM rejected_lines WHERE file LIKE 'var/pings/%' ORDER BY line_no",
     ) == [
         ("var/pings/pings-0001.tsv", 6, "bad_field_count"),
         ("var/pings/pings-0001.tsv", 7, "bad_timestamp"),
@@ -56,14 +54,11 @@ def test_columns_nulls_and_five_column_lines(imported):
     # 5-column lines: ber_raw NULL; the `None` line: NULLs
     assert query(
         tree.db_file,
-        "SELECT count(*), count(ber_raw), count(nickname), count(rssi_raw) FROM pings"
-        " WHERE unit_id = ?",
+        "SELECT count(*), count(ber_raw), count(nickname), count(rssi_raw) FROM pings WHERE unit_id = ?",
         U2,
     ) == [(11, 0, 10, 10)]
     # nicknames are kept as written
-    assert query(tree.db_file, "SELECT nickname FROM pings WHERE unit_id = ?", U3) == [
-        ("co2unit-0123NICK",)
-    ]
+    assert query(tree.db_file, "SELECT nickname FROM pings WHERE unit_id = ?", U3) == [("co2unit-0123NICK",)]
 
 
 def test_live_inserts_of_the_server_are_not_duplicated(tmp_path):
@@ -94,20 +89,15 @@ def test_appended_pings_equal_from_scratch_and_rerun_is_a_no_op(tmp_path):
     log = tree.pings_dir / "pings-0001.tsv"
     data = log.read_bytes()
     log.write_bytes(
-        data[: data.rfind(b"\n") + 1]
-        + ping_line(datetime(2019, 10, 9, 1, 2, 3, 4), U1, "varanger-03", 8, -97, 99)
+        data[: data.rfind(b"\n") + 1] + ping_line(datetime(2019, 10, 9, 1, 2, 3, 4), U1, "varanger-03", 8, -97, 99)
     )
     (tree.pings_dir / "pings-0002.tsv").write_bytes(
         ping_line(datetime(2019, 10, 9, 2, 2, 3, 4), U1, "varanger-03", 8, -97)
     )
     proc = run_make(tree, "import")
-    assert summary(proc, "pings") == (
-        "pings: 4 files (2 changed), 2 lines imported (2 new rows), skipped: none"
-    )
+    assert summary(proc, "pings") == ("pings: 4 files (2 changed), 2 lines imported (2 new rows), skipped: none")
     proc = run_make(tree, "import")
-    assert summary(proc, "pings") == (
-        "pings: 4 files (0 changed), 0 lines imported (0 new rows), skipped: none"
-    )
+    assert summary(proc, "pings") == ("pings: 4 files (0 changed), 0 lines imported (0 new rows), skipped: none")
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
     assert dump(tree.db_file) == dump(scratch.db_file)

@@ -8,6 +8,7 @@ import shutil
 from datetime import datetime, timedelta
 
 import pytest
+
 from datagen import (
     SUPERSEDED_STAMP,
     U1,
@@ -44,8 +45,7 @@ def test_row_and_skip_counts_are_exact(imported):
     )
     rejected = query(
         tree.db_file,
-        "SELECT reason, count(*) FROM rejected_lines WHERE file LIKE '%/readings-%'"
-        " GROUP BY reason",
+        "SELECT reason, count(*) FROM rejected_lines WHERE file LIKE '%/readings-%' GROUP BY reason",
     )
     expected = {r: n for r, n in exp.readings_skips.items() if r != "incomplete_last_line"}
     assert dict(rejected) == expected
@@ -95,9 +95,7 @@ def test_none_empty_and_nick_become_null_limits_are_kept(imported):
     assert nulls[4] is None and nulls[5] is None and nulls[10] is None and nulls[19] is None
     assert nulls[16] is not None  # co2_output_filtered stays
     assert row(13)[1] is None  # nickname None
-    assert query(
-        tree.db_file, "SELECT DISTINCT nickname FROM co2_readings WHERE unit_id = ?", U3
-    ) == [(None,)]
+    assert query(tree.db_file, "SELECT DISTINCT nickname FROM co2_readings WHERE unit_id = ?", U3) == [(None,)]
     # the U2 line with an empty nickname and a None CO2
     last = query(
         tree.db_file,
@@ -185,8 +183,7 @@ def grow(tree) -> None:
     )
     _append(
         tree.data_dir / U3 / "data/readings/readings-0001.tsv",
-        reading_line(U3, "x", t, 21, rng, date="1970-01-01")
-        + reading_line(U3, "x", t, 21, rng),
+        reading_line(U3, "x", t, 21, rng, date="1970-01-01") + reading_line(U3, "x", t, 21, rng),
     )
     new_unit = "co2unit-fedcba987654"
     _append(
@@ -201,8 +198,7 @@ def test_incremental_import_equals_from_scratch(tmp_path):
     grow(tree)
     proc = run_make(tree, "import")
     assert summary(proc, "readings") == (
-        "readings: 11 files (4 changed), 12 lines imported,"
-        " skipped: incomplete_last_line=1 date_1970=1"
+        "readings: 11 files (4 changed), 12 lines imported, skipped: incomplete_last_line=1 date_1970=1"
     )
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
@@ -247,8 +243,7 @@ def test_sd_card_replacement_moves_rows_instead_of_duplicating(tmp_path):
     t = datetime(2019, 11, 1, 0, 0, 10)
     _append(
         unit / "data/readings/readings-0000.tsv",
-        b"".join(reading_line(U1, "varanger-03", t + timedelta(hours=i), 21, rng)
-                 for i in range(3)),
+        b"".join(reading_line(U1, "varanger-03", t + timedelta(hours=i), 21, rng) for i in range(3)),
     )
     run_make(tree, "import")
     scratch = copy_tree(tree, tmp_path / "scratch")

@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+
 from datagen import (
     DATABASE_DIR,
     U1,
@@ -22,15 +23,11 @@ from datagen import (
 def test_import_with_no_inputs_at_all(tmp_path):
     tree = new_tree(tmp_path)  # no data dir, no pings, no deployments file
     proc = run_make(tree, "import")
-    assert summary(proc, "readings") == (
-        "readings: 0 files (0 changed), 0 lines imported, skipped: none"
-    )
+    assert summary(proc, "readings") == ("readings: 0 files (0 changed), 0 lines imported, skipped: none")
     assert summary(proc, "errors") == (
         "errors: 0 files (0 changed), 0 lines imported (0 entries written), skipped: none"
     )
-    assert summary(proc, "pings") == (
-        "pings: 0 files (0 changed), 0 lines imported (0 new rows), skipped: none"
-    )
+    assert summary(proc, "pings") == ("pings: 0 files (0 changed), 0 lines imported (0 new rows), skipped: none")
     assert summary(proc, "deployments") == f"deployments: no file {tree.deploy_tsv} (table empty)"
     for table in ("co2_readings", "error_logs", "pings", "deploy_durations_tiered"):
         assert query(tree.db_file, f"SELECT count(*) FROM {table}") == [(0,)]
@@ -94,9 +91,7 @@ def test_make_must_run_in_its_folder(tmp_path):
     assert "make -C database" in proc.stderr
 
 
-PLOTTING_READY = all(
-    importlib.util.find_spec(m) for m in ("co2db.plot_pings", "co2db.plot_co2", "co2db.pages")
-)
+PLOTTING_READY = all(importlib.util.find_spec(m) for m in ("co2db.plot_pings", "co2db.plot_co2", "co2db.pages"))
 
 
 @pytest.mark.skipif(not PLOTTING_READY, reason="plot and page commands not there yet")

@@ -50,9 +50,7 @@ FILE_PATTERN = r"errors-\d+\.txt"
 REASONS = ("incomplete_last_line", "non_printing", "bad_entry_header", "orphan_line")
 ENTRY_PREFIX = "----- "
 
-_TUPLE_HEADER = re.compile(
-    r"\((\d+), *(\d+), *(\d+), *(\d+), *(\d+), *(\d+)(?:, *-?\d+)*\) +(\S+)(?: +(.*))?"
-)
+_TUPLE_HEADER = re.compile(r"\((\d+), *(\d+), *(\d+), *(\d+), *(\d+), *(\d+)(?:, *-?\d+)*\) +(\S+)(?: +(.*))?")
 _ISO_HEADER = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d) +(\S+)(?: +(.*))?")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ETYPES = (

@@ -64,9 +64,7 @@ def find_pings_files(pings_dir: Path | None, data_dir: Path | None) -> list[Sour
     sources = _pings_files(Path(pings_dir), PINGS_LABEL_DIR) if pings_dir else []
     if data_dir:
         try:
-            servers = sorted(
-                p.name for p in Path(data_dir).iterdir() if _SERVER_RE.fullmatch(p.name)
-            )
+            servers = sorted(p.name for p in Path(data_dir).iterdir() if _SERVER_RE.fullmatch(p.name))
         except (FileNotFoundError, NotADirectoryError):
             servers = []
         for server in servers:
@@ -113,9 +111,7 @@ def import_pings(
             conn,
             KIND,
             find_pings_files(pings_dir, data_dir),
-            lambda old, new: conn.execute(
-                "UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old)
-            ),
+            lambda old, new: conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old)),
         )
         todo = [w for w in work if w.mode != UNCHANGED]
         progress = Progress(KIND, sum(max(0, w.size - w.state.done_bytes) for w in todo))

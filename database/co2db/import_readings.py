@@ -150,11 +150,7 @@ def parse_lines(
     for line in lines:
         fields = line.split("\t")
         n = len(fields)
-        if (
-            (n == 21 or n == 16)
-            and line.startswith("co2unit-")
-            and not fields[2].startswith("1970-")
-        ):
+        if (n == 21 or n == 16) and line.startswith("co2unit-") and not fields[2].startswith("1970-"):
             if "None" in line or "\t\t" in line or line[-1] == "\t" or fields[1].endswith("NICK"):
                 fields = _clean_fields(fields)
             if n == 16:
@@ -343,11 +339,7 @@ def import_readings(
 ) -> str:
     """Import what is new in every readings file; return the summary line."""
     data_dir = Path(data_dir)
-    sources = [
-        src
-        for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN)
-        for src in files
-    ]
+    sources = [src for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN) for src in files]
     skips = dict.fromkeys(REASONS, 0)
     with db.transaction(conn):
         work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
@@ -393,8 +385,7 @@ def import_readings(
     touch_marker(marker, imported or rejected or rewritten)
     extra = f", {len(vanished)} missing" if vanished else ""
     return (
-        f"{KIND}: {len(work)} files ({changed_files} changed{extra}),"
-        f" {imported} lines imported, {format_skips(skips)}"
+        f"{KIND}: {len(work)} files ({changed_files} changed{extra}), {imported} lines imported, {format_skips(skips)}"
     )
 
 

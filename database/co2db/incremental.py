@@ -92,8 +92,7 @@ class Chunk:
 def load_states(conn: sqlite3.Connection, kind: str) -> dict[str, FileState]:
     """All import_state rows of one kind, by file label."""
     rows = conn.execute(
-        "SELECT file, kind, size, mtime_ns, done_bytes, done_lines, check_hash, carry"
-        " FROM import_state WHERE kind = ?",
+        "SELECT file, kind, size, mtime_ns, done_bytes, done_lines, check_hash, carry FROM import_state WHERE kind = ?",
         (kind,),
     )
     return {row[0]: FileState(*row) for row in rows}
@@ -313,11 +312,7 @@ def _sorted_names(folder: Path, name_re) -> list[str]:
 def _sorted_dirs(folder: Path, name_re=None) -> list[str]:
     try:
         with os.scandir(folder) as it:
-            return sorted(
-                e.name
-                for e in it
-                if e.is_dir() and (name_re is None or name_re.fullmatch(e.name))
-            )
+            return sorted(e.name for e in it if e.is_dir() and (name_re is None or name_re.fullmatch(e.name)))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -337,10 +332,7 @@ def find_unit_files(
     file_re = re.compile(file_pattern)
     result = []
     for unit in _sorted_dirs(data_dir, unit_re):
-        folders = [
-            f"{unit}/superseded/{stamp}/{subdir}"
-            for stamp in _sorted_dirs(data_dir / unit / "superseded")
-        ]
+        folders = [f"{unit}/superseded/{stamp}/{subdir}" for stamp in _sorted_dirs(data_dir / unit / "superseded")]
         folders.append(f"{unit}/{subdir}")
         files = []
         for folder in folders:
