@@ -17,6 +17,7 @@ from datagen import (
     build_tree,
     copy_tree,
     dump,
+    new_tree,
     query,
     reading_line,
     run_make,
@@ -272,3 +273,23 @@ def test_bulk_load_gives_the_same_database(tmp_path, monkeypatch):
     assert query(bulk.db_file, "PRAGMA journal_mode") == [("wal",)]
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'co2_readings'"
     assert sorted(query(bulk.db_file, indexes)) == sorted(query(normal.db_file, indexes))
+
+
+def test_bulk_load_continues_files_whose_lines_were_all_rejected(tmp_path, monkeypatch):
+    """co2_readings is still empty, but files were read before: no line twice, none lost."""
+    monkeypatch.setenv("CO2DB_BULK_LOAD_BYTES", "0")
+    tree = new_tree(tmp_path / "inc")
+    rng = random.Random(5)
+    t = datetime(2019, 8, 1)
+    folder = tree.data_dir / U1 / "data/readings"
+    _append(folder / "readings-0000.tsv", reading_line(U1, "v", t, 21, rng, date="1970-01-01") * 3)
+    _append(folder / "readings-0001.tsv", b"old card\n")
+    run_make(tree, "import")
+    assert query(tree.db_file, "SELECT count(*) FROM rejected_lines") == [(4,)]
+    _append(folder / "readings-0000.tsv", reading_line(U1, "v", t, 21, rng) * 2)
+    (folder / "readings-0001.tsv").write_bytes(b"new card!\n" + reading_line(U1, "v", t, 16, rng))
+    proc = run_make(tree, "import")
+    assert "3 lines imported" in summary(proc, "readings")
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert dump(tree.db_file) == dump(scratch.db_file)

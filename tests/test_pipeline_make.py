@@ -114,3 +114,45 @@ def test_web_redraws_only_what_changed(tmp_path):
     proc = run_make(tree)
     assert "co2db.plot_pings" in proc.stdout and "co2db.pages" in proc.stdout
     assert "co2db.plot_co2" not in proc.stdout
+
+
+ROOT = DATABASE_DIR.parent
+
+
+def test_missing_venv_is_created_by_make(tmp_path):
+    """With the default PYTHON, a missing venv is made by scripts/setup-venv.sh (dry run here)."""
+    venv_python = tmp_path / "no-venv/bin/python"
+    proc = subprocess.run(
+        ["make", "-C", str(DATABASE_DIR), "-n", "import", f"VENV_PYTHON={venv_python}", f"PYTHON={venv_python}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "../scripts/setup-venv.sh" in proc.stdout
+    proc = subprocess.run(["make", "-C", str(DATABASE_DIR), "-n", "import"], capture_output=True, text=True)
+    assert "setup-venv" not in proc.stdout  # the checkout's venv exists
+
+
+def test_make_summaries_uses_the_servers_settings_and_a_lock(tmp_path):
+    tree = build_tree(tmp_path)
+    db_file = tmp_path / "elsewhere" / "co2.sqlite3"
+    env = {
+        **os.environ,
+        "CO2_DATA_DIR": str(tree.data_dir),
+        "CO2_VAR_DIR": str(tmp_path / "var"),
+        "CO2_DB_PATH": str(db_file),
+    }
+    script = str(ROOT / "scripts/make-summaries.sh")
+    # Two runs at once: the lock makes the second wait for the first.
+    first = subprocess.Popen([script, "import"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.run([script, "import"], env=env, capture_output=True, text=True)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    assert query(db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert query(db_file, "SELECT count(*) FROM pings") == [(35,)]
+    lines = [s for s in (out + second.stdout).splitlines() if s.startswith("readings: ")]
+    assert sorted(lines)[0].startswith("readings: 9 files (0 changed), 0 lines imported")
+    assert sorted(lines)[1].startswith("readings: 9 files (8 changed), 156 lines imported")
+    assert (tmp_path / "var/locks/make-summaries.lock").exists()
+    help_text = subprocess.run([script, "--help"], capture_output=True, text=True).stdout
+    assert "CO2_DATA_DIR" in help_text

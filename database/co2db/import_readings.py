@@ -279,7 +279,7 @@ def start_worker(part_db: Path, todo: list[Work]) -> subprocess.Popen:
         env=env,
         text=True,
     )
-    files = [[w.source.label, str(w.source.path), w.size, w.mtime_ns] for w in todo]
+    files = [[str(w.source.path), w.size, w.mtime_ns, w.mode, w.state.__dict__] for w in todo]
     proc.stdin.write(json.dumps(files))
     proc.stdin.close()
     return proc
@@ -295,11 +295,11 @@ def worker_main(part_db: str) -> None:
     for name in db.READINGS_INDEXES:
         conn.execute(f"DROP INDEX {name}")
     todo = [
-        Work(SourceFile(label, Path(path)), NEW, FileState(label, KIND), size, mtime_ns)
-        for label, path, size, mtime_ns in files
+        Work(SourceFile(state["file"], Path(path)), mode, FileState(**state), size, mtime_ns)
+        for path, size, mtime_ns, mode, state in files
     ]
     skips = dict.fromkeys(REASONS, 0)
-    total = sum(w.size for w in todo)
+    total = sum(w.size - w.state.done_bytes for w in todo)
     imported, changed = load_files(conn, todo, skips, Progress(f"{KIND} (2nd process)", total))
     conn.close()
     json.dump({"imported": imported, "changed": changed, "skips": skips}, sys.stdout)
@@ -350,6 +350,11 @@ def import_readings(
     mine, theirs, proc = todo, [], None
     if bulk:
         db.begin_bulk_load(conn)
+        with db.transaction(conn):
+            for item in todo:
+                if item.mode == REWRITTEN:  # rejected lines may be left of it
+                    forget_file(conn, item.source.label)
+                    item.mode = NEW
         if (os.cpu_count() or 1) > 1 and len(todo) > 1:
             # Parse and insert on two cores: the second half of the files goes
             # into a side database, appended to ours at the end.
