@@ -22,6 +22,13 @@ SERVER_INI = ROOT / "server.ini.example"
 HW_IDS = ["co2unit-30aea42a50bc", "co2unit-30aea42a5268", "co2unit-30aea4ab12cd"]
 
 
+def ini_processes() -> int:
+    """The number of uWSGI worker processes server.ini.example asks for."""
+    import re
+
+    return int(re.search(r"^processes = (\d+)", SERVER_INI.read_text(), re.M).group(1))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,6 +43,7 @@ class UwsgiServer:
     env_overrides: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen | None = None
+    workers: int = field(default_factory=lambda: ini_processes())
 
     @property
     def data_dir(self) -> Path:
@@ -70,6 +78,7 @@ class UwsgiServer:
     def start(self, timeout: float = 30.0) -> UwsgiServer:
         for _attempt in range(3):
             self.port = free_port()
+            self.log_path.unlink(missing_ok=True)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 [str(UWSGI), "--ini", str(SERVER_INI)],
@@ -87,11 +96,14 @@ class UwsgiServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            try:
-                if http_request(self.port, "GET", "/", timeout=2).status == 200:
-                    return True
-            except OSError:
-                pass
+            # Ready once every worker has loaded the app (uWSGI hangs on a
+            # SIGTERM that arrives while a worker is still loading).
+            if self.log().count("WSGI app 0 (mountpoint='') ready") >= self.workers:
+                try:
+                    if http_request(self.port, "GET", "/", timeout=2).status == 200:
+                        return True
+                except OSError:
+                    pass
             time.sleep(0.05)
         return False
 
@@ -118,6 +130,7 @@ class UwsgiServer:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.kill_all()
+            raise AssertionError("uWSGI did not stop within 15 s of SIGTERM; log tail:\n" + self.log()[-3000:]) from None
 
     def request(self, method: str, path: str, body: bytes | None = None, **kw):
         return http_request(self.port, method, path, body, **kw)
