@@ -33,6 +33,7 @@ def get_json(server) -> dict:
     assert reply.status == 200, reply.body
     assert_plain_answer(reply)
     assert reply.headers["content-type"] == "application/json"
+    assert int(reply.headers["content-length"]) == len(reply.body)  # never chunked
     return reply.json()
 
 
