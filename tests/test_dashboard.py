@@ -54,6 +54,9 @@ def test_fresh_server_has_no_units(server):
     reply = server.request("GET", "/status/units")
     assert reply.status == 200 and b"No unit has been heard of yet" in reply.body
     assert_plain_answer(reply)
+    assert "refresh" not in reply.headers
+    assert server.request("GET", "/status/units?refresh=300").headers["refresh"] == "300"
+    assert server.request("GET", "/status/units?refresh=1").status == 400
 
 
 def test_units_after_pings_and_uploads(server, tmp_path):
