@@ -10,7 +10,8 @@
 # until the first is done, so two timer runs never overlap.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 usage() {
   cat <<USAGE
