@@ -197,7 +197,8 @@ def write_readings(tree: Tree, rng: random.Random) -> None:
 
     # U1: new firmware, three files.
     u1 = d / U1 / "data/readings"
-    _write(u1 / "readings-0000.tsv", b"".join(good(U1, "varanger-03", i, 21) for i in range(40)))
+    # 120 clean lines: more than one block of the importer's multi-row inserts
+    _write(u1 / "readings-0000.tsv", b"".join(good(U1, "varanger-03", i, 21) for i in range(-80, 40)))
     lines = [good(U1, "varanger-03", i, 21) for i in range(40, 50)]
     when = start + 50 * step
     lines += [

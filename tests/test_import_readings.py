@@ -38,10 +38,10 @@ def imported(tmp_path_factory):
 def test_row_and_skip_counts_are_exact(imported):
     tree, proc = imported
     exp = tree.expected
-    assert exp.readings == 156  # pinned: the generator's tally must not drift either
-    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert exp.readings == 236  # pinned: the generator's tally must not drift either
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(236,)]
     assert summary(proc, "readings") == (
-        "readings: 9 files (8 changed), 156 lines imported, skipped: incomplete_last_line=1"
+        "readings: 9 files (8 changed), 236 lines imported, skipped: incomplete_last_line=1"
         " non_printing=4 not_unit_line=2 date_1970=3 bad_field_count=2"
     )
     rejected = query(
@@ -204,7 +204,7 @@ def test_incremental_import_equals_from_scratch(tmp_path):
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
     assert dump(tree.db_file) == dump(scratch.db_file)
-    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156 + 12,)]
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(236 + 12,)]
 
 
 def test_file_rewritten_in_its_imported_part_is_reimported_whole(tmp_path):
@@ -238,7 +238,7 @@ def test_sd_card_replacement_moves_rows_instead_of_duplicating(tmp_path):
     shutil.move(unit / "errors", stamp / "errors")
     proc = run_make(tree, "import")
     assert summary(proc, "readings").startswith("readings: 9 files (0 changed), 0 lines imported")
-    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(236,)]
     # The new card's first file, then its growth.
     rng = random.Random(3)
     t = datetime(2019, 11, 1, 0, 0, 10)
@@ -250,7 +250,7 @@ def test_sd_card_replacement_moves_rows_instead_of_duplicating(tmp_path):
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
     assert dump(tree.db_file) == dump(scratch.db_file)
-    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(159,)]
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(239,)]
 
 
 def test_vanished_file_keeps_its_rows(tmp_path):
@@ -259,7 +259,7 @@ def test_vanished_file_keeps_its_rows(tmp_path):
     (tree.data_dir / R1 / "readings-0000.tsv").unlink()
     proc = run_make(tree, "import")
     assert "(0 changed, 1 missing)" in summary(proc, "readings")
-    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(236,)]
 
 
 def test_bulk_load_gives_the_same_database(tmp_path, monkeypatch):
@@ -293,3 +293,18 @@ def test_bulk_load_continues_files_whose_lines_were_all_rejected(tmp_path, monke
     scratch = copy_tree(tree, tmp_path / "scratch")
     run_make(scratch, "import")
     assert dump(tree.db_file) == dump(scratch.db_file)
+
+
+def test_line_numbers_match_the_file(imported):
+    tree, _ = imported
+    for name in ("readings-0000.tsv", "readings-0001.tsv"):
+        lines = (tree.data_dir / R1 / name).read_text(errors="replace").split("\n")
+        rows = query(
+            tree.db_file,
+            "SELECT line_no, date, time, co2_10 FROM co2_readings WHERE source_file = ? ORDER BY line_no",
+            f"{R1}/{name}",
+        )
+        assert rows
+        for line_no, date, time, co2_10 in rows:
+            fields = lines[line_no - 1].split("\t")
+            assert (fields[2], fields[3], fields[15]) == (date, time, str(co2_10) if co2_10 is not None else "None")

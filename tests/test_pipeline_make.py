@@ -76,7 +76,7 @@ def test_reimport_gives_the_same_database(tmp_path):
     run_make(tree, "import")
     before = query(tree.db_file, "SELECT count(*) FROM co2_readings")
     proc = run_make(tree, "reimport")
-    assert "156 lines imported" in summary(proc, "readings")
+    assert "236 lines imported" in summary(proc, "readings")
     assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == before
 
 
@@ -148,11 +148,11 @@ def test_make_summaries_uses_the_servers_settings_and_a_lock(tmp_path):
     second = subprocess.run([script, "import"], env=env, capture_output=True, text=True)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, err + second.stderr
-    assert query(db_file, "SELECT count(*) FROM co2_readings") == [(156,)]
+    assert query(db_file, "SELECT count(*) FROM co2_readings") == [(236,)]
     assert query(db_file, "SELECT count(*) FROM pings") == [(35,)]
     lines = [s for s in (out + second.stdout).splitlines() if s.startswith("readings: ")]
     assert sorted(lines)[0].startswith("readings: 9 files (0 changed), 0 lines imported")
-    assert sorted(lines)[1].startswith("readings: 9 files (8 changed), 156 lines imported")
+    assert sorted(lines)[1].startswith("readings: 9 files (8 changed), 236 lines imported")
     assert (tmp_path / "var/locks/make-summaries.lock").exists()
     help_text = subprocess.run([script, "--help"], capture_output=True, text=True).stdout
     assert "CO2_DATA_DIR" in help_text
