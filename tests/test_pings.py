@@ -5,11 +5,22 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 
-from firmware import UnitSim, http_request
+from co2server.db import BACKOFF_S
+from firmware import UnitSim, http_request, wait_until
 
 HW = "co2unit-30aea42a50bc"
 TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}")
+
+
+def wait_for_rows(server, count: int, query: str, db=None) -> list[tuple]:
+    """The table is filled by a background thread a moment after the 200."""
+    def rows():
+        got = sqlite3.connect(db or server.db_path).execute(query).fetchall()
+        return got if len(got) >= count else None
+
+    return wait_until(rows)
 
 
 def tsv_lines(server) -> list[list[str]]:
@@ -24,7 +35,7 @@ def test_ping_is_logged_and_inserted(server, tmp_path):
     [line] = tsv_lines(server)
     assert TS_RE.fullmatch(line[0])
     assert line[1:] == [HW, "varanger-03", "8", "-97", "99"]
-    rows = sqlite3.connect(server.db_path).execute("SELECT * FROM pings").fetchall()
+    rows = wait_for_rows(server, 1, "SELECT * FROM pings")
     date, time = line[0].split("T")
     assert rows == [(line[0], date, time, HW, "varanger-03", 8, -97, 99)]
 
@@ -33,7 +44,7 @@ def test_ping_without_signal_or_nickname(server):
     assert http_request(server.port, "POST", f"/ou/{HW}/alive").status == 200
     assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=None&rssi_raw=None").status == 200
     assert [line[1:] for line in tsv_lines(server)] == [[HW, "None", "None", "None", "None"]] * 2
-    rows = sqlite3.connect(server.db_path).execute("SELECT nickname, rssi_raw, rssi_dbm, ber_raw FROM pings").fetchall()
+    rows = wait_for_rows(server, 2, "SELECT nickname, rssi_raw, rssi_dbm, ber_raw FROM pings")
     assert rows == [(None, None, None, None)] * 2
 
 
@@ -51,20 +62,22 @@ def test_ping_log_rolls_over_past_100_kib(server):
 
 def test_ping_is_answered_when_the_database_is_locked(server):
     assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=first").status == 200
+    wait_for_rows(server, 1, "SELECT * FROM pings")
     holder = sqlite3.connect(server.db_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         reply = http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=while-locked")
+        assert reply.status == 200
+        assert [line[2] for line in tsv_lines(server)] == ["first", "while-locked"]
+        wait_until(lambda: "logged to TSV but not inserted" in server.log())
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert reply.status == 200
-    assert [line[2] for line in tsv_lines(server)] == ["first", "while-locked"]
-    assert "logged to TSV but not inserted" in server.log()
-    # The next ping goes into the table again.
+    # Once the database is free and the back-off has passed, pings go into the table again.
+    time.sleep(BACKOFF_S)
     assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=after").status == 200
-    names = [r[0] for r in sqlite3.connect(server.db_path).execute("SELECT nickname FROM pings ORDER BY ping_ts")]
-    assert names == ["first", "after"]
+    rows = wait_for_rows(server, 2, "SELECT nickname FROM pings ORDER BY ping_ts")
+    assert [r[0] for r in rows] == ["first", "after"]
 
 
 def test_ping_is_answered_when_the_database_is_broken(make_server, tmp_path):
@@ -91,12 +104,10 @@ def test_many_pings_at_once_stay_whole(server):
     lines = tsv_lines(server)
     assert len(lines) == 200 and all(len(line) == 6 for line in lines)
     assert sorted(line[2] for line in lines) == sorted(f"t{k}-{i}" for k in range(5) for i in range(40))
-    count = sqlite3.connect(server.db_path).execute("SELECT count(*) FROM pings").fetchone()[0]
-    assert count == 200
+    assert len(wait_for_rows(server, 200, "SELECT * FROM pings")) == 200
 
 
-def test_schema_is_created_in_wal_mode(server):
-    http_request(server.port, "POST", f"/ou/{HW}/alive")
+def test_schema_is_created_in_wal_mode_at_start(server):
     conn = sqlite3.connect(server.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -113,5 +124,5 @@ def test_old_database_with_duplicate_pings_is_migrated(make_server, tmp_path):
     conn.close()
     server = make_server(CO2_DB_PATH=db)
     assert http_request(server.port, "POST", f"/ou/{HW}/alive").status == 200
-    rows = sqlite3.connect(db).execute("SELECT ping_ts FROM pings ORDER BY ping_ts").fetchall()
+    rows = wait_for_rows(server, 2, "SELECT ping_ts FROM pings ORDER BY ping_ts", db=db)
     assert len(rows) == 2 and rows[0][0] == row[0]

@@ -8,6 +8,7 @@ from flask import Flask, request
 from flask_restful import Api
 from werkzeug.exceptions import HTTPException
 
+from . import db
 from .config import Config
 from .errors import ApiError, error_response, from_http_exception, log, register_error_handlers
 from .health import Health, Home
@@ -42,12 +43,13 @@ def _configure_logging() -> None:
 
 
 def _ensure_folders(config: Config) -> None:
-    """Create the server's folders up front, so requests only ever add files."""
+    """Create the server's folders and database up front, so requests only ever add files."""
     for folder in (config.data_dir, config.pings_dir, config.locks_dir, config.pub_dir, config.db_path.parent):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # reported by /healthz; requests touching it fail with 500
             log.error("cannot create %s: %s", folder, exc)
+    db.prepare(config.db_path)
 
 
 def create_app(config: Config | None = None) -> Flask:

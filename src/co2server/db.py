@@ -1,26 +1,76 @@
 """All of the server's SQLite access: connection, schema, ping inserts, reads.
 
-Connections are per thread and per process (uWSGI forks workers and runs
-threads in each); the schema is applied once per process, idempotently.
+Each uWSGI process keeps one connection for writing, used by one thread at a
+time (threads queue on a Python lock, which is cheaper than SQLite's busy
+loop); the schema is applied once per process, idempotently. While another
+program holds the database's write lock (the pipeline importing), ping
+inserts are skipped for a moment instead of making every ping wait: the TSV
+log is the record, and the pipeline's pings import fills the gaps. Pings
+reach the table through one background thread per process (PingTableWriter).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger("co2server")
 
-# A ping must never wait long for the database: the TSV log is the record.
-BUSY_TIMEOUT_S = 2.0
+# How long one insert may wait for the write lock before the ping is left to
+# the TSV log, and how long later inserts then stand back.
+BUSY_TIMEOUT_S = 0.5
+BACKOFF_S = 2.0
 
-_local = threading.local()
-_schema_ready: set[tuple[int, str]] = set()
-_schema_lock = threading.Lock()
+
+class _Writer:
+    """This process's connection to one database, for one thread at a time."""
+
+    def __init__(self, db_path: Path):
+        self.db_path = db_path
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.conn: sqlite3.Connection | None = None
+        self.skip_until = 0.0
+
+    def get(self) -> sqlite3.Connection:
+        if self.conn is None:
+            conn = connect(self.db_path)
+            try:
+                apply_schema(conn)
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn
+
+    def reset(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+        self.conn = None
+
+
+_writers: dict[str, _Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer(db_path: Path) -> _Writer:
+    key = str(db_path)
+    writer = _writers.get(key)
+    if writer is None or writer.pid != os.getpid():
+        with _writers_lock:
+            writer = _writers.get(key)
+            if writer is None or writer.pid != os.getpid():
+                writer = _writers[key] = _Writer(db_path)
+    return writer
 
 
 def _schema_sql() -> str:
@@ -47,58 +97,101 @@ def connect(db_path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.row_factory = sqlite3.Row
     return conn
 
 
-def connection(db_path: Path) -> sqlite3.Connection:
-    """This thread's connection to `db_path`, with the schema applied."""
-    key = (os.getpid(), str(db_path))
-    cache = getattr(_local, "conns", None)
-    if cache is None:
-        cache = _local.conns = {}
-    conn = cache.get(key)
-    if conn is None:
-        conn = connect(db_path)
-        with _schema_lock:
-            if key not in _schema_ready:
-                apply_schema(conn)
-                _schema_ready.add(key)
-        cache[key] = conn
-    return conn
+class PingTableWriter:
+    """Inserts this process's pings into the table from one background thread.
+
+    Request threads hand rows over and answer at once; the thread inserts
+    whatever has queued up in one transaction, so a burst of pings costs one
+    commit rather than one each. The row is a copy of the TSV line, which is
+    fsynced before the 200: rows lost here (the database locked or broken,
+    the worker killed) are filled in by the pipeline's pings import.
+    """
+
+    MAX_BATCH = 1000
+
+    def __init__(self, db_path: Path):
+        self.writer = _writer(db_path)
+        self.rows: queue.SimpleQueue = queue.SimpleQueue()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="ping-table-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, row: tuple) -> None:
+        self.rows.put(row)
+
+    def _take_batch(self) -> list[tuple]:
+        batch = [self.rows.get()]
+        while len(batch) < self.MAX_BATCH:
+            try:
+                batch.append(self.rows.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            try:
+                self._insert(batch)
+            except Exception as exc:  # noqa: BLE001 - this thread must never die
+                log.error("%d ping(s) logged to TSV but not inserted into %s: %s", len(batch), self.writer.db_path, exc)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        writer = self.writer
+        with writer.lock:
+            if time.monotonic() < writer.skip_until:
+                raise sqlite3.OperationalError("the database was locked moments ago; left to the TSV log")
+            try:
+                conn = writer.get()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    writer.skip_until = time.monotonic() + BACKOFF_S
+                writer.reset()
+                raise
 
 
-def forget_connection(db_path: Path) -> None:
-    """Drop this thread's connection after an error, so the next use reconnects."""
-    key = (os.getpid(), str(db_path))
-    conn = getattr(_local, "conns", {}).pop(key, None)
-    if conn is not None:
-        try:
-            conn.close()
-        except sqlite3.Error:
-            pass
-    with _schema_lock:
-        _schema_ready.discard(key)
+_ping_writers: dict[str, PingTableWriter] = {}
 
 
 def insert_ping(db_path: Path, row: tuple) -> None:
-    """Insert one ping row (the columns of the pings table, in order)."""
-    try:
-        conn = connection(db_path)
-        conn.execute("INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-    except sqlite3.Error:
-        forget_connection(db_path)
-        raise
+    """Queue one ping row (the columns of the pings table, in order) for insertion."""
+    key = str(db_path)
+    ping_writer = _ping_writers.get(key)
+    if ping_writer is None or ping_writer.pid != os.getpid():
+        with _writers_lock:
+            ping_writer = _ping_writers.get(key)
+            if ping_writer is None or ping_writer.pid != os.getpid():
+                ping_writer = _ping_writers[key] = PingTableWriter(db_path)
+    ping_writer.submit(row)
+
+
+def prepare(db_path: Path) -> None:
+    """Create or migrate the schema now (at start-up), so readers find the tables."""
+    writer = _writer(db_path)
+    with writer.lock:
+        try:
+            writer.get()
+        except sqlite3.Error as exc:
+            writer.reset()
+            log.error("database %s is not usable: %s (pings are still logged to TSV)", db_path, exc)
 
 
 def check(db_path: Path) -> str:
     """'ok', or what is wrong with the database."""
-    try:
-        conn = connection(db_path)
-        conn.execute("SELECT count(*) FROM (SELECT 1 FROM pings LIMIT 1)").fetchone()
-        return "ok"
-    except sqlite3.Error as exc:
-        forget_connection(db_path)
-        return f"error: {exc}"
+    writer = _writer(db_path)
+    with writer.lock:
+        try:
+            writer.get().execute("SELECT count(*) FROM (SELECT 1 FROM pings LIMIT 1)").fetchone()
+            return "ok"
+        except sqlite3.Error as exc:
+            writer.reset()
+            return f"error: {exc}"

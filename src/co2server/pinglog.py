@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .seqfiles import append_durably, choose_append_file, locked
+from .seqfiles import choose_append_file, fsync_dir, locked_hot, make_dirs_durable
+
+_NUMBER_RE = re.compile(r"pings-(\d{4,})\.tsv")
+# This process's open log file: pings_dir -> (pid, path, fd). Used only under the hot lock.
+_open_logs: dict[str, tuple[int, Path, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,63 @@ class Ping:
         return (self.ping_ts, date, time, self.unit_id, self.nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
 
 
+def _next_path(path: Path) -> Path:
+    number = int(_NUMBER_RE.fullmatch(path.name).group(1))
+    return path.with_name(f"pings-{number + 1:04d}.tsv")
+
+
+def _current_log(pings_dir: Path, roll_bytes: int) -> tuple[Path, int, bool]:
+    """The log file to append to, its descriptor, and whether it is new.
+
+    The descriptor stays open between pings; it is given up when the file
+    reached the roll size, when another process rolled over to the next file,
+    or when the file was moved away.
+    """
+    key = str(pings_dir)
+    pid = os.getpid()
+    cached = _open_logs.get(key)
+    if cached is not None and cached[0] == pid:
+        _, path, fd = cached
+        st = os.fstat(fd)
+        if st.st_size < roll_bytes and st.st_nlink > 0 and not os.path.lexists(_next_path(path)):
+            return path, fd, False
+        os.close(fd)
+        del _open_logs[key]
+    path = choose_append_file(pings_dir, "pings", ".tsv", roll_bytes)
+    make_dirs_durable(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    _open_logs[key] = (pid, path, fd)
+    return path, fd, st.st_size == 0
+
+
 def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -> Path:
-    """Append the ping to the current log file, durably; return that file."""
-    with locked(locks_dir / "pings.lock"):
-        path = choose_append_file(pings_dir, "pings", ".tsv", roll_bytes)
-        append_durably(path, ping.tsv_line())
+    """Append the ping to the current log file, durably; return that file.
+
+    Only choosing the file and the write are under the lock; the fsync comes
+    after it (on a duplicate descriptor, which no other thread can close), so
+    pings arriving together share the disk's journal commit. Either way the
+    line is on disk before the caller answers 200.
+    """
+    line = ping.tsv_line()
+    with locked_hot(locks_dir / "pings.lock"):
+        path, fd, new_file = _current_log(pings_dir, roll_bytes)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+        except OSError:
+            os.ftruncate(fd, size)  # never leave half a line for the next ping to follow
+            raise
+        sync_fd = os.dup(fd)
+    try:
+        os.fsync(sync_fd)
+    finally:
+        os.close(sync_fd)
+    if new_file:
+        fsync_dir(path.parent)
     return path

@@ -70,9 +70,9 @@ def _split(relpath: str) -> list[str]:
 
 def refuse_symlinks(base: Path, parts: list[str] | tuple[str, ...]) -> None:
     """Fail if `base` or any existing component of base/parts is a symlink."""
-    path = base
+    path = os.fspath(base)  # plain strings: this runs on every request
     for part in ("", *parts):
-        path = path / part if part else path
+        path = f"{path}/{part}" if part else path
         try:
             st = os.lstat(path)
         except FileNotFoundError:

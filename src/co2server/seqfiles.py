@@ -1,7 +1,11 @@
 """Sequential, append-only files on disk: listing, locking, durable writes.
 
-Locks are `flock` on a lock file opened afresh by each caller, so they hold
-between uWSGI processes and between threads of one process alike.
+Locks are `flock` on a lock file, so they hold between uWSGI processes. A
+per-file lock is opened afresh by each caller (separate open file
+descriptions exclude each other between threads too). A hot lock, taken by
+every request of a kind (the pings log), keeps its file open per process and
+queues the threads of a process on a `threading.Lock` first, so only one
+thread per process waits in the kernel and the GIL is not passed around.
 """
 
 from __future__ import annotations
@@ -11,20 +15,53 @@ import fcntl
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_hot_locks: dict[str, tuple[int, threading.Lock, int]] = {}  # path -> (pid, thread lock, fd)
+_hot_registry = threading.Lock()
+
+
+def _open_lock_file(lock_path: Path) -> int:
+    try:
+        return os.open(lock_path, _LOCK_FLAGS, 0o644)
+    except FileNotFoundError:  # the locks folder was removed under us
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, _LOCK_FLAGS, 0o644)
 
 
 @contextlib.contextmanager
 def locked(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock named by `lock_path` (created when missing)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = _open_lock_file(lock_path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def locked_hot(lock_path: Path) -> Iterator[None]:
+    """`locked` for a lock that every request of a kind takes (see the module doc)."""
+    key = str(lock_path)
+    pid = os.getpid()
+    entry = _hot_locks.get(key)
+    if entry is None or entry[0] != pid:  # first use in this (possibly forked) process
+        with _hot_registry:
+            entry = _hot_locks.get(key)
+            if entry is None or entry[0] != pid:
+                entry = _hot_locks[key] = (pid, threading.Lock(), _open_lock_file(lock_path))
+    _, thread_lock, fd = entry
+    with thread_lock:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def fsync_dir(path: Path) -> None:
