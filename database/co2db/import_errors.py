@@ -51,31 +51,47 @@ REASONS = ("incomplete_last_line", "non_printing", "bad_entry_header", "orphan_l
 ENTRY_PREFIX = "----- "
 
 _TUPLE_HEADER = re.compile(r"\((\d+), *(\d+), *(\d+), *(\d+), *(\d+), *(\d+)(?:, *-?\d+)*\) +(\S+)(?: +(.*))?")
-_ISO_HEADER = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d) +(\S+)(?: +(.*))?")
+_ISO_HEADER = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d) +(\S+)(?: +(.*))?")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_ETYPES = (
-    ("uncaught", re.compile(r"Uncaught exception")),
-    ("watchdog", re.compile(r"[Ww]atch ?dog")),
-    ("signal", re.compile(r"Signal quality")),
-    ("backoff", re.compile(r"backoff")),
-    ("transmit", re.compile(r"transmitting")),
-)
+_WATCHDOG = re.compile(r"[Ww]atch ?dog")
+# Bytes that make a line non_printing: control bytes other than TAB (and the newline).
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _INSERT = "INSERT INTO error_logs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _REJECT = "INSERT INTO rejected_lines (file, line_no, reason, raw) VALUES (?, ?, ?, ?)"
 
 
 def etype_of(message: str) -> str | None:
     """The last entry type whose pattern matches message, or None."""
-    found = None
-    for name, pattern in _ETYPES:
-        if pattern.search(message):
-            found = name
-    return found
+    # Checked from the end of the list: the first hit is the last match.
+    if "transmitting" in message:
+        return "transmit"
+    if "backoff" in message:
+        return "backoff"
+    if "Signal quality" in message:
+        return "signal"
+    if "atch" in message and _WATCHDOG.search(message):
+        return "watchdog"
+    if "Uncaught exception" in message:
+        return "uncaught"
+    return None
 
 
 def parse_header(rest: str) -> tuple[str, str, str, str] | None:
     """(odate, otime, level, message) of the text after `----- `, or None."""
-    match = _TUPLE_HEADER.fullmatch(rest) or _ISO_HEADER.fullmatch(rest)
+    match = _ISO_HEADER.fullmatch(rest)
+    if match:
+        odate, otime, level, message = match.groups()
+        # Two-digit fields compare as strings.
+        if not (
+            "01" <= odate[5:7] <= "12"
+            and "01" <= odate[8:10] <= "31"
+            and otime[:2] <= "23"
+            and otime[3:5] <= "59"
+            and otime[6:8] <= "61"
+        ):
+            return None
+        return odate, otime, level, message or ""
+    match = _TUPLE_HEADER.fullmatch(rest)
     if not match:
         return None
     year, month, day, hour, minute, second = (int(v) for v in match.groups()[:6])
@@ -84,6 +100,16 @@ def parse_header(rest: str) -> tuple[str, str, str, str] | None:
     odate = f"{year:04d}-{month:02d}-{day:02d}"
     otime = f"{hour:02d}:{minute:02d}:{second:02d}"
     return odate, otime, match.group(7), match.group(8) or ""
+
+
+def _decode_clean(data: bytes) -> list[str] | None:
+    """The lines of data as text if none holds non-printing bytes, else None."""
+    if _CONTROL_BYTES.search(data):
+        return None
+    try:
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_line(raw: bytes) -> str | None:
@@ -112,21 +138,24 @@ class FileParse:
 
     def feed(self, data: bytes, first_line_no: int, skips: dict[str, int]) -> int:
         """Parse complete lines; return how many."""
-        lines = data.split(b"\n")
-        lines.pop()
+        texts = _decode_clean(data)
+        raws = None
+        if texts is None:  # some line holds non-printing bytes: decode line by line
+            raws = data.split(b"\n")
+            texts = [decode_line(raw) for raw in raws]
+        texts.pop()
         current = None  # the entry row the next continuation line belongs to
-        for no, raw in enumerate(lines, first_line_no):
-            text = decode_line(raw)
-            is_entry = raw.startswith(b"----- ")
+        for no, text in enumerate(texts, first_line_no):
             if text is None:
+                raw = raws[no - first_line_no]
                 self._reject(no, "non_printing", raw, skips)
-                if is_entry:
+                if raw.startswith(b"----- "):
                     current, self.open_line = None, None
                 continue
-            if is_entry:
+            if text.startswith(ENTRY_PREFIX):
                 header = parse_header(text[len(ENTRY_PREFIX) :])
                 if header is None:
-                    self._reject(no, "bad_entry_header", raw, skips)
+                    self._reject(no, "bad_entry_header", text.encode(), skips)
                     current, self.open_line = None, None
                     continue
                 odate, otime, level, message = header
@@ -144,8 +173,8 @@ class FileParse:
             elif self.open_line is not None:
                 self.continued.append(text)
             else:
-                self._reject(no, "orphan_line", raw, skips)
-        return len(lines)
+                self._reject(no, "orphan_line", text.encode(), skips)
+        return len(texts)
 
     def _reject(self, no: int, reason: str, raw: bytes, skips: dict[str, int]) -> None:
         skips[reason] += 1
