@@ -38,6 +38,7 @@ from .incremental import (
     Progress,
     find_unit_files,
     format_skips,
+    gc_paused,
     plan,
     read_new_lines,
     save_state,
@@ -229,7 +230,7 @@ def import_errors(
     skips = dict.fromkeys(REASONS, 0)
     entries = lines_read = changed_files = files = 0
     reimported = False
-    with db.transaction(conn):
+    with db.transaction(conn), gc_paused():
         work, vanished = plan(
             conn,
             KIND,

@@ -28,6 +28,7 @@ from .incremental import (
     Progress,
     SourceFile,
     format_skips,
+    gc_paused,
     plan,
     read_new_lines,
     save_state,
@@ -106,7 +107,7 @@ def import_pings(
     """Import what is new in every pings log; return the summary line."""
     skips = dict.fromkeys(REASONS, 0)
     lines_read = new_rows = changed_files = rejected = 0
-    with db.transaction(conn):
+    with db.transaction(conn), gc_paused():
         work, vanished = plan(
             conn,
             KIND,

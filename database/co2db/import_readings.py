@@ -12,7 +12,6 @@ affinity (a value that is not a number stays text, as written).
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sqlite3
@@ -33,6 +32,7 @@ from .incremental import (
     Work,
     find_unit_files,
     format_skips,
+    gc_paused,
     plan,
     read_new_lines,
     save_state,
@@ -240,6 +240,7 @@ def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
     conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
 
 
+@gc_paused()
 def load_files(
     conn: sqlite3.Connection, todo: list[Work], skips: dict[str, int], progress: Progress
 ) -> tuple[int, int]:
@@ -255,10 +256,6 @@ def load_files(
         nonlocal imported
         imported += batch.flush(conn)
 
-    # Millions of small tuples and no reference cycles: the cyclic garbage
-    # collector would only rescan them again and again.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for i, item in enumerate(todo, 1):
@@ -293,9 +290,6 @@ def load_files(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return imported, changed_files
 
 
