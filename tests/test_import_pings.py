@@ -96,6 +96,9 @@ def test_appended_pings_equal_from_scratch_and_rerun_is_a_no_op(tmp_path):
     )
     proc = run_make(tree, "import")
     assert summary(proc, "pings") == ("pings: 4 files (2 changed), 2 lines imported (2 new rows), skipped: none")
+    assert query(tree.db_file, "SELECT * FROM pings WHERE ping_ts LIKE '2019-10-09T02%'") == [
+        ("2019-10-09T02:02:03.000004", "2019-10-09", "02:02:03.000004", U1, "varanger-03", 8, -97, None)
+    ]
     proc = run_make(tree, "import")
     assert summary(proc, "pings") == ("pings: 4 files (0 changed), 0 lines imported (0 new rows), skipped: none")
     scratch = copy_tree(tree, tmp_path / "scratch")
