@@ -279,6 +279,10 @@ def import_errors(
                 save_state(conn, state)
                 carry_in = parse.good
                 progress.advance(len(chunk.data), files, len(work))
+            # Commit unit by unit: the server's live ping inserts then wait
+            # for the write lock only briefly.
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
     rejected = sum(skips.values())
     skips["incomplete_last_line"] = conn.execute(
         "SELECT count(*) FROM import_state WHERE kind = ? AND size > done_bytes", (KIND,)

@@ -50,6 +50,7 @@ _FILE_RE = re.compile(r"pings-\d+\.tsv")
 _SERVER_RE = re.compile(r"server-.+")
 _TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?")
 _PRINTABLE = b"\t\n" + bytes(range(0x20, 0x7F))
+COMMIT_BYTES = 4 << 20  # commit at the next file boundary after this much input
 _INSERT = "INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _NOT_TAB_OR_NEWLINE = bytes(b for b in range(256) if b not in b"\t\n")
 # The same row from the six fields of a well-formed line (a 5-field line's
@@ -149,6 +150,7 @@ def import_pings(
             lambda old, new: conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old)),
         )
         todo = [w for w in work if w.mode != UNCHANGED]
+        uncommitted = 0
         progress = Progress(KIND, sum(max(0, w.size - w.state.done_bytes) for w in todo))
         for i, item in enumerate(todo, 1):
             state = item.state
@@ -189,6 +191,11 @@ def import_pings(
             state.mtime_ns = item.mtime_ns if chunk.size == item.size else 0
             save_state(conn, state)
             progress.advance(len(chunk.data), i, len(todo))
+            uncommitted += len(chunk.data)
+            if uncommitted >= COMMIT_BYTES:  # let the server's live inserts in
+                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                uncommitted = 0
     skips["incomplete_last_line"] = conn.execute(
         "SELECT count(*) FROM import_state WHERE kind = ? AND size > done_bytes", (KIND,)
     ).fetchone()[0]
