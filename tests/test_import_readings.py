@@ -308,3 +308,34 @@ def test_line_numbers_match_the_file(imported):
         for line_no, date, time, co2_10 in rows:
             fields = lines[line_no - 1].split("\t")
             assert (fields[2], fields[3], fields[15]) == (date, time, str(co2_10) if co2_10 is not None else "None")
+
+
+def test_sd_card_replacement_seen_in_one_run(tmp_path):
+    """Moved folder and the new card's first lines (same names) appear between two runs."""
+    tree = build_tree(tmp_path / "inc")
+    run_make(tree, "import")
+    unit = tree.data_dir / U1
+    stamp = unit / "superseded" / "20191101T000000Z"
+    (stamp / "data").mkdir(parents=True)
+    shutil.move(unit / "data" / "readings", stamp / "data" / "readings")
+    shutil.move(unit / "errors", stamp / "errors")
+    rng = random.Random(4)
+    t = datetime(2019, 11, 1, 0, 0, 10)
+    for name in ("readings-0000.tsv", "readings-0001.tsv"):
+        _append(
+            unit / "data/readings" / name,
+            b"".join(reading_line(U1, "varanger-03", t + timedelta(hours=i), 21, rng) for i in range(200)),
+        )
+    _append(unit / "errors/errors-0000.txt", b"----- 1970-01-01 00:00:09 INFO  Boot\n")
+    proc = run_make(tree, "import")
+    assert "400 lines imported" in summary(proc, "readings")
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert dump(tree.db_file) == dump(scratch.db_file)
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(636,)]
+    # the new card's 1970 entry takes the last good date of the old card's log
+    assert query(
+        tree.db_file,
+        "SELECT idate, itime FROM error_logs WHERE source_file = ?",
+        f"{U1}/errors/errors-0000.txt",
+    ) == [("2019-09-16", "11:44:57")]
