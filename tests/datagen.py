@@ -454,6 +454,8 @@ def build_tree(root: Path, seed: int = 1) -> Tree:
 
 DATABASE_DIR = Path(__file__).resolve().parent.parent / "database"
 DATA_TABLES = ("co2_readings", "error_logs", "pings", "deploy_durations_tiered", "rejected_lines")
+# Derived by the readings importer: must match a from-scratch import too.
+DERIVED_TABLES = ("co2_daily",)
 
 
 def run_make(tree: Tree, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -476,7 +478,10 @@ def dump(db_file: Path) -> dict[str, list[tuple]]:
     """Every data table's rows, sorted (bookkeeping excluded)."""
     conn = sqlite3.connect(db_file)
     try:
-        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in DATA_TABLES}
+        return {
+            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in (*DATA_TABLES, *DERIVED_TABLES)
+        }
     finally:
         conn.close()
 

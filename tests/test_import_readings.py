@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from datagen import (
+    DATABASE_DIR,
     SUPERSEDED_STAMP,
     U1,
     U2,
@@ -339,3 +340,117 @@ def test_sd_card_replacement_seen_in_one_run(tmp_path):
         "SELECT idate, itime FROM error_logs WHERE source_file = ?",
         f"{U1}/errors/errors-0000.txt",
     ) == [("2019-09-16", "11:44:57")]
+
+
+# --- co2_daily: derived from co2_readings by the importer ----------------------
+
+
+def daily_rows(db_file) -> list[tuple]:
+    return query(db_file, "SELECT * FROM co2_daily ORDER BY unit_id, date")
+
+
+def assert_daily_matches_readings(db_file) -> None:
+    """co2_daily equals a from-scratch GROUP BY over co2_readings, and is marked complete."""
+    import sys
+
+    sys.path.insert(0, str(DATABASE_DIR))
+    from co2db import daily
+
+    expected = query(
+        db_file,
+        daily.daily_select("WHERE r.unit_id IS NOT NULL AND r.date IS NOT NULL") + " ORDER BY 1, 2",
+    )
+    assert expected  # the test data has readings
+    assert daily_rows(db_file) == expected
+    assert query(db_file, "SELECT version FROM derived_state WHERE name = 'co2_daily'") == [(daily.VERSION,)]
+
+
+def test_daily_sums_follow_the_plot_rules(imported):
+    tree, _ = imported
+    assert_daily_matches_readings(tree.db_file)
+    n, co2_n, temp_n, days = query(tree.db_file, "SELECT sum(n), sum(co2_n), sum(temp_n), count(*) FROM co2_daily")[0]
+    assert n == query(tree.db_file, "SELECT count(*) FROM co2_readings WHERE date IS NOT NULL")[0][0]
+    assert co2_n <= n and temp_n <= n and days > 1
+    # One day by hand: a reading's CO2 is the mean of its valid values (1..199999).
+    unit, date = query(tree.db_file, "SELECT unit_id, date FROM co2_daily ORDER BY n DESC LIMIT 1")[0]
+    rows = query(
+        tree.db_file,
+        "SELECT temp, co2_01, co2_02, co2_03, co2_04, co2_05, co2_06, co2_07, co2_08, co2_09, co2_10"
+        " FROM co2_readings WHERE unit_id = ? AND date = ?",
+        unit,
+        date,
+    )
+    means = []
+    for _temp, *co2 in rows:
+        valid = [v for v in co2 if isinstance(v, int) and 1 <= v <= 199_999]
+        if valid:
+            means.append(sum(valid) / len(valid))
+    temps = [t for t, *_ in rows if isinstance(t, float | int) and t != 85.0]
+    got = query(tree.db_file, "SELECT n, co2_sum, co2_n, temp_sum, temp_n FROM co2_daily WHERE unit_id = ? AND date = ?",
+                unit, date)[0]  # fmt: skip
+    assert got[0] == len(rows) and got[2] == len(means) and got[4] == len(temps)
+    assert got[1] == pytest.approx(sum(means)) and got[3] == pytest.approx(sum(temps))
+
+
+def test_daily_after_appends_rewrite_and_superseding(tmp_path):
+    tree = build_tree(tmp_path / "inc")
+    run_make(tree, "import")
+    assert_daily_matches_readings(tree.db_file)
+    grow(tree)  # appends to existing days, new days, a new unit
+    run_make(tree, "import")
+    assert_daily_matches_readings(tree.db_file)
+    # A file rewritten (shorter): its old rows' days are recomputed too.
+    path = tree.data_dir / U2 / "data/readings/readings-0000.tsv"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:4]) + b"\n")
+    before = daily_rows(tree.db_file)
+    run_make(tree, "import")
+    assert daily_rows(tree.db_file) != before
+    assert_daily_matches_readings(tree.db_file)
+    # The SD card replaced: rows relabelled, nothing recomputed; then new lines.
+    unit = tree.data_dir / U1
+    stamp = unit / "superseded" / "20191101T000000Z"
+    (stamp / "data").mkdir(parents=True)
+    shutil.move(unit / "data" / "readings", stamp / "data" / "readings")
+    before = daily_rows(tree.db_file)
+    run_make(tree, "import")
+    assert daily_rows(tree.db_file) == before
+    rng = random.Random(9)
+    _append(
+        unit / "data/readings/readings-0000.tsv",
+        b"".join(reading_line(U1, "varanger-03", datetime(2019, 8, 3, 1) + timedelta(hours=i), 21, rng)
+                 for i in range(30)),
+    )  # fmt: skip
+    run_make(tree, "import")
+    assert_daily_matches_readings(tree.db_file)
+    scratch = copy_tree(tree, tmp_path / "scratch")
+    run_make(scratch, "import")
+    assert daily_rows(tree.db_file) == daily_rows(scratch.db_file)
+
+
+def test_daily_is_built_for_a_database_from_before_it(tmp_path):
+    tree = build_tree(tmp_path)
+    run_make(tree, "import")
+    expected = daily_rows(tree.db_file)
+    conn = __import__("sqlite3").connect(tree.db_file)
+    conn.executescript("DROP TABLE co2_daily; DROP TABLE derived_state;")
+    conn.close()
+    marker = tree.db_file.parent / "db.sqlite3.markers" / "readings"
+    os.utime(marker, ns=(1, 1))
+    proc = run_make(tree, "import")
+    assert "0 lines imported" in summary(proc, "readings")
+    assert daily_rows(tree.db_file) == expected
+    assert_daily_matches_readings(tree.db_file)
+    assert marker.stat().st_mtime_ns != 1  # the CO2 plots are redrawn from it
+
+
+def test_daily_after_bulk_load_and_reimport(tmp_path, monkeypatch):
+    normal = build_tree(tmp_path / "normal")
+    run_make(normal, "import")
+    bulk = copy_tree(normal, tmp_path / "bulk")
+    monkeypatch.setenv("CO2DB_BULK_LOAD_BYTES", "0")
+    run_make(bulk, "import")
+    assert_daily_matches_readings(bulk.db_file)
+    assert daily_rows(bulk.db_file) == daily_rows(normal.db_file)
+    run_make(bulk, "reimport")
+    assert daily_rows(bulk.db_file) == daily_rows(normal.db_file)

@@ -116,6 +116,23 @@ def test_web_redraws_only_what_changed(tmp_path):
     assert "co2db.plot_co2" not in proc.stdout
 
 
+@pytest.mark.skipif(not PLOTTING_READY, reason="plot and page commands not there yet")
+def test_pages_are_rerendered_when_older_than_pages_max_age(tmp_path):
+    """Silent units depend on the clock and on live pings: pages go stale without new imports."""
+    tree = build_tree(tmp_path)
+    run_make(tree)
+    pages = [tree.pub_dir / "pings_summary.html", tree.pub_dir / "co2_summary.html"]
+    proc = run_make(tree)
+    assert "co2db.pages" not in proc.stdout  # fresh: nothing to do
+    ten_minutes_ago = pages[0].stat().st_mtime - 600
+    os.utime(pages[0], (ten_minutes_ago, ten_minutes_ago))
+    proc = run_make(tree)
+    assert "co2db.pages" in proc.stdout and "co2db.plot" not in proc.stdout
+    assert all(p.stat().st_mtime > ten_minutes_ago + 300 for p in pages)
+    proc = run_make(tree, "PAGES_MAX_AGE=0")  # on every run
+    assert "co2db.pages" in proc.stdout and "co2db.plot" not in proc.stdout
+
+
 ROOT = DATABASE_DIR.parent
 
 

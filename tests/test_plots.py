@@ -410,3 +410,37 @@ def test_command_line_errors(sample_db, tmp_path, args, message):
 def test_help(module):
     proc = run_module(module, "--help")
     assert "--min-tier" in proc.stdout and "--format" in proc.stdout
+
+
+@pytest.mark.parametrize("xmin", ["2025-01-01", "2023-06-01", "2026-03-01"])  # 1-day, 2-day, hourly bins
+def test_co2_plot_from_daily_sums_equals_plot_from_readings(sample_db, tmp_path, xmin):
+    """The importer's co2_daily gives the same bins and the same SVG as the readings."""
+    sys.path.insert(0, str(ROOT / "database"))
+    from co2db import daily, plot_co2
+    from co2db import plotting as P
+
+    with_daily = tmp_path / "with_daily.sqlite3"
+    with_daily.write_bytes(sample_db.read_bytes())
+    conn = sqlite3.connect(with_daily, isolation_level=None)
+    conn.executescript((ROOT / "database/co2db/schema.sql").read_text())
+    assert daily.rebuild(conn, workers=1) > 0
+    conn.close()
+
+    xmax = datetime(2026, 3, 16)
+    bins = P.choose_bins(datetime.fromisoformat(xmin), xmax, plot_co2.TARGET_BINS)
+    results = []
+    for db in (sample_db, with_daily):
+        conn = P.open_db_readonly(db)
+        assert daily.is_built(conn) == (db == with_daily)
+        results.append(sorted(plot_co2.query_bins(conn, bins, datetime.fromisoformat(xmin), xmax)))
+        conn.close()
+    assert results[0] and results[0] == results[1]
+
+    outs = [tmp_path / "raw.svg", tmp_path / "daily.svg"]
+    run_many(
+        [
+            ("plot_co2", "--db", db, "--now", NOW, "--xmin", xmin, "--xmax", "2026-03-16", "--out", out)
+            for db, out in zip((sample_db, with_daily), outs, strict=True)
+        ]
+    )
+    assert outs[0].read_bytes() == outs[1].read_bytes()

@@ -21,6 +21,7 @@ READINGS_INDEXES = ("co2_readings_unit_date", "co2_readings_source")
 # pings, which the server inserts live too.
 RESET_TABLES = (
     "co2_readings",
+    "co2_daily",
     "error_logs",
     "deploy_durations_tiered",
     "rejected_lines",

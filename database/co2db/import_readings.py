@@ -20,7 +20,7 @@ import sys
 from itertools import count, repeat
 from pathlib import Path
 
-from . import db
+from . import daily, db
 from .incremental import (
     DEFAULT_UNIT_PATTERN,
     NEW,
@@ -242,25 +242,38 @@ def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
 
 @gc_paused()
 def load_files(
-    conn: sqlite3.Connection, todo: list[Work], skips: dict[str, int], progress: Progress
+    conn: sqlite3.Connection,
+    todo: list[Work],
+    skips: dict[str, int],
+    progress: Progress,
+    keep_daily: bool = False,
 ) -> tuple[int, int]:
     """Import the new lines of the planned files; return (rows imported, files changed).
 
     Commits every COMMIT_BYTES of input, at a file boundary: a file's rows
-    and its import_state row are always committed together.
+    and its import_state row are always committed together. With keep_daily,
+    the co2_daily rows of every (unit_id, date) whose rows were added or
+    deleted are recomputed in the same transaction (a bulk load builds
+    co2_daily once at the end instead).
     """
     batch = Batch()
     imported = changed_files = pending_bytes = 0
+    touched: set[tuple[str, str]] = set()
 
     def flush() -> None:
         nonlocal imported
         imported += batch.flush(conn)
+        if keep_daily and touched:
+            daily.refresh(conn, touched)
+            touched.clear()
 
     conn.execute("BEGIN IMMEDIATE")
     try:
         for i, item in enumerate(todo, 1):
             state = item.state
             if item.mode == REWRITTEN:
+                if keep_daily:
+                    touched.update(daily.pairs_of_file(conn, item.source.label))
                 forget_file(conn, item.source.label)
             try:
                 chunk = read_new_lines(item.source.path, state.done_bytes)
@@ -268,6 +281,8 @@ def load_files(
                 continue  # vanished since the plan: its state and rows stay
             if chunk.data:
                 changed_files += 1
+                if keep_daily:
+                    touched.update(daily.pairs_in_lines(chunk.data))
             parse_lines(chunk.data, state.file, state.done_lines + 1, batch, skips)
             state.done_lines += chunk.data.count(b"\n")
             state.done_bytes = chunk.end
@@ -380,6 +395,8 @@ def import_readings(
     data_dir = Path(data_dir)
     sources = [src for _unit, files in find_unit_files(data_dir, unit_pattern, SUBDIR, FILE_PATTERN) for src in files]
     skips = dict.fromkeys(REASONS, 0)
+    # A database from before co2_daily (or whose build was interrupted).
+    daily_built = daily.ensure_built(conn)
     with db.transaction(conn):
         work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
     todo = [w for w in work if w.mode != UNCHANGED]
@@ -390,6 +407,9 @@ def import_readings(
     if bulk:
         db.begin_bulk_load(conn)
         with db.transaction(conn):
+            # co2_daily is built in one pass at the end; until then it is
+            # marked incomplete, so an interrupted load is rebuilt next run.
+            daily.mark_incomplete(conn)
             for item in todo:
                 if item.mode == REWRITTEN:  # rejected lines may be left of it
                     forget_file(conn, item.source.label)
@@ -402,7 +422,7 @@ def import_readings(
             proc = start_worker(part_db, theirs)
     try:
         progress = Progress(KIND, sum(w.size - w.state.done_bytes for w in mine))
-        imported, changed_files = load_files(conn, mine, skips, progress)
+        imported, changed_files = load_files(conn, mine, skips, progress, keep_daily=not bulk)
         if proc is not None:
             try:
                 more, changed = merge_worker(conn, proc, part_db, skips)
@@ -420,13 +440,16 @@ def import_readings(
                 Path(f"{part_db}{suffix}").unlink(missing_ok=True)
         if bulk:
             db.end_bulk_load(conn)
+    if bulk:
+        daily.rebuild(conn)
+        daily_built = True
 
     rejected = sum(skips.values())
     rewritten = sum(1 for w in work if w.mode == REWRITTEN)
     skips["incomplete_last_line"] = conn.execute(
         "SELECT count(*) FROM import_state WHERE kind = ? AND size > done_bytes", (KIND,)
     ).fetchone()[0]
-    touch_marker(marker, imported or rejected or rewritten)
+    touch_marker(marker, imported or rejected or rewritten or daily_built)
     extra = f", {len(vanished)} missing" if vanished else ""
     return (
         f"{KIND}: {len(work)} files ({changed_files} changed{extra}), {imported} lines imported, {format_skips(skips)}"

@@ -23,7 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from . import daily
 from . import plotting as P
+from .daily import TEMP_SQL, co2_mean_sql  # noqa: F401 (also used by pages)
 
 PROG = "co2db.plot_co2"
 TARGET_BINS = 800  # about a panel's width in pixels at 100 dpi
@@ -34,27 +36,6 @@ TEMP_CMAP = "coolwarm"
 CO2_LINE = "#1a1a1a"
 TEMP_LINE = "#6a1b9a"
 NO_TEMP_FILL = "#b0bec5"
-
-
-def co2_mean_sql() -> str:
-    """SQL for the mean of co2_01..co2_10 of one row, ignoring NULLs and limit codes.
-
-    Most rows have ten valid values: a cheap test (scalar min/max are NULL if
-    any value is NULL) takes the plain mean; only other rows pay for the
-    value-by-value version. This halves the cost of an all-time plot.
-    """
-    cols = [f"co2_{i:02d}" for i in range(1, 11)]
-    valid = [f"{c} BETWEEN {P.CO2_VALID_MIN} AND {P.CO2_VALID_MAX}" for c in cols]
-    total = " + ".join(f"iif({v}, {c}, 0)" for c, v in zip(cols, valid, strict=True))
-    count = " + ".join(f"coalesce({v}, 0)" for v in valid)
-    listed = ", ".join(cols)
-    return (
-        f"coalesce(iif(min({listed}) >= {P.CO2_VALID_MIN} AND max({listed}) <= {P.CO2_VALID_MAX},"
-        f" ({' + '.join(cols)}) * 0.1, NULL), ({total}) * 1.0 / nullif({count}, 0))"
-    )
-
-
-TEMP_SQL = f"iif(typeof(temp) IN ('real', 'integer') AND temp <> {P.TEMP_LIMIT_CODE}, temp, NULL)"
 
 
 @dataclass
@@ -104,22 +85,26 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
         "t1": P.sql_ts(xmax, " "),
     }
     day_bins = bins.width.total_seconds() % 86400 == 0 and bins.origin.time() == datetime.min.time()
-    if day_bins:
-        # Whole-day bins (long ranges): group by (unit_id, date) first, which
-        # follows the (unit_id, date, time) index, so SQLite aggregates while
-        # scanning instead of sorting millions of rows; then days into bins.
-        sql = f"""
+    # Sums per (unit_id, date), then days into bins: sum / count, weighted by
+    # readings (never a mean of daily means).
+    days_into_bins = f"""
             SELECT unit_id, {bins.sql_index("date")} AS b,
                    sum(co2_sum) / nullif(sum(co2_n), 0), sum(temp_sum) / nullif(sum(temp_n), 0),
                    sum(n)
-            FROM (
-                SELECT r.unit_id, r.date, sum(c) AS co2_sum, count(c) AS co2_n,
-                       sum(t) AS temp_sum, count(t) AS temp_n, count(*) AS n
-                FROM (SELECT unit_id, date, time, {co2_mean_sql()} AS c, {TEMP_SQL} AS t
-                      FROM co2_readings) AS r
-                WHERE r.date BETWEEN :d0 AND :d1
-                GROUP BY r.unit_id, r.date)
+            FROM ({{days}})
             GROUP BY unit_id, b"""
+    if day_bins and daily.is_built(conn):
+        # Whole-day bins (long ranges): the importer's daily sums, one row
+        # per unit and day instead of every reading.
+        sql = days_into_bins.format(
+            days="SELECT unit_id, date, n, co2_sum, co2_n, temp_sum, temp_n FROM co2_daily"
+            " WHERE date BETWEEN :d0 AND :d1"
+        )
+    elif day_bins:
+        # The same from the readings (a database without co2_daily): group by
+        # (unit_id, date) first, which follows the (unit_id, date, time) index,
+        # so SQLite aggregates while scanning instead of sorting millions of rows.
+        sql = days_into_bins.format(days=daily.daily_select("WHERE r.date BETWEEN :d0 AND :d1"))
     else:
         # The units CTE drives one index range scan per unit over (unit_id, date).
         sql = f"""
@@ -129,7 +114,10 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
             FROM units JOIN co2_readings AS r ON r.unit_id = units.id
             WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
             GROUP BY r.unit_id, b"""
-    return [row for row in conn.execute(sql, params) if row[0] is not None and 0 <= row[1] < bins.count]
+    return [
+        row for row in conn.execute(sql, params)
+        if row[0] is not None and row[1] is not None and 0 <= row[1] < bins.count
+    ]
 
 
 def render(conn, args: argparse.Namespace, now: datetime):

@@ -48,10 +48,9 @@ STATUS_STYLE = {
 OTHER_STATUS_STYLE = ("#8d6e63", "#efebe9")  # a status not in STATUSES
 
 # Readings that are sensor-limit codes, not measurements (DATA-FORMATS.md): the
-# import keeps them; plots leave them out of means.
-CO2_VALID_MIN = 1  # 0 is the sensor's limit code
-CO2_VALID_MAX = 199_999  # 200010 is the sensor's limit code
-TEMP_LIMIT_CODE = 85.0
+# import keeps them; plots leave them out of means. Defined beside co2_daily,
+# which sums readings by the same rules.
+from .daily import CO2_VALID_MAX, CO2_VALID_MIN, TEMP_LIMIT_CODE  # noqa: E402,F401
 
 FORMATS = ("svg", "png", "pdf")
 

@@ -94,3 +94,30 @@ CREATE TABLE IF NOT EXISTS import_state (
     check_hash TEXT NOT NULL,     -- see above
     carry      TEXT               -- importer-specific JSON (error logs: dates carried over)
 );
+
+-- ---------------------------------------------------------------------------
+-- Derived data (not part of the researchers' contract, but readable): rebuilt
+-- and kept up to date by the readings importer (co2db/daily.py); never edit.
+
+-- One row per unit and day of co2_readings (rows with a NULL unit_id or date
+-- left out): what the all-time CO2 plot needs to bin days without reading
+-- every reading. A reading's CO2 is the mean of its ten values leaving out
+-- NULLs and the sensor-limit codes (0, >= 200000); temperature leaves out
+-- NULL, text and 85.0. Mean of a bin of days: sum(co2_sum) / sum(co2_n).
+CREATE TABLE IF NOT EXISTS co2_daily (
+    unit_id  TEXT NOT NULL,
+    date     TEXT NOT NULL,     -- YYYY-MM-DD as in co2_readings
+    n        INTEGER NOT NULL,  -- readings (rows of co2_readings)
+    co2_sum  REAL,              -- sum of the readings' CO2 means (NULL if co2_n = 0)
+    co2_n    INTEGER NOT NULL,  -- readings with at least one valid CO2 value
+    temp_sum REAL,              -- sum of valid temperatures (NULL if temp_n = 0)
+    temp_n   INTEGER NOT NULL,  -- readings with a valid temperature
+    PRIMARY KEY (unit_id, date)
+) WITHOUT ROWID;
+
+-- Derived tables that are complete, and the version of their definition
+-- (a database from before co2_daily, or from another version, is rebuilt).
+CREATE TABLE IF NOT EXISTS derived_state (
+    name    TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
