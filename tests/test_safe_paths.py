@@ -49,7 +49,7 @@ def test_custom_hardware_id_pattern(tmp_path):
 def test_allowed_push_targets(config, relpath, folder, name):
     target = push_target(config, HW, relpath)
     assert (target.folder, target.name) == (folder, name)
-    assert target.path == config.data_dir / HW / relpath
+    assert target.file_path == str(config.data_dir / HW / relpath)
 
 
 @pytest.mark.parametrize("relpath, status, code", [

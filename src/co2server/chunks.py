@@ -36,22 +36,22 @@ class ChunkResult:
 
 
 def _ack(target: PushTarget, fallback_size: int) -> list:
-    last = last_file(target.folder_path)
+    last = last_file(target.folder_dir)
     if last is None:
         return [target.name, fallback_size, fallback_size]
     return [last[0], last[1], last[1]]
 
 
-def _open_existing(path: Path) -> int | None:
+def _open_existing(path: str) -> int | None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:  # ELOOP: a symlink planted in the folder
-        raise ApiError(403, "SYMLINK_REFUSED", f"{path.name} is not a regular file on the server") from exc
+        raise ApiError(403, "SYMLINK_REFUSED", f"{os.path.basename(path)} is not a regular file on the server") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ApiError(403, "NOT_A_FILE", f"{path.name} is not a regular file on the server")
+        raise ApiError(403, "NOT_A_FILE", f"{os.path.basename(path)} is not a regular file on the server")
     return fd
 
 
@@ -67,8 +67,8 @@ def supersede_folder(target: PushTarget) -> Path:
 
 
 def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: int, locks_dir: Path) -> ChunkResult:
-    with locked(locks_dir / target.lock_name):
-        fd = _open_existing(target.path)
+    with locked(os.path.join(locks_dir, target.lock_name)):
+        fd = _open_existing(target.file_path)
         try:
             size = os.fstat(fd).st_size if fd is not None else 0
             if offset > size:
@@ -110,7 +110,7 @@ def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: in
                 if fd is None:
                     make_dirs_durable(target.folder_path)
                     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                    fd = os.open(target.path, flags, 0o644)
+                    fd = os.open(target.file_path, flags, 0o644)
                     new_file = True
                 else:
                     new_file = False
@@ -124,7 +124,7 @@ def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: in
                     os.ftruncate(fd, size)  # never leave unacknowledged bytes behind
                     raise
                 if new_file:
-                    fsync_dir(target.folder_path)
+                    fsync_dir(target.folder_dir)
                 written = len(tail)
                 size = end
             return ChunkResult(_ack(target, size), written, superseded_to)

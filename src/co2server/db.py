@@ -114,6 +114,7 @@ class PingTableWriter:
     """
 
     MAX_BATCH = 1000
+    LINGER_S = 0.05
 
     def __init__(self, db_path: Path):
         self.writer = _writer(db_path)
@@ -127,6 +128,7 @@ class PingTableWriter:
 
     def _take_batch(self) -> list[tuple]:
         batch = [self.rows.get()]
+        time.sleep(self.LINGER_S)  # let a burst gather: one commit for all of it
         while len(batch) < self.MAX_BATCH:
             try:
                 batch.append(self.rows.get_nowait())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +10,6 @@ from pathlib import Path
 
 from .seqfiles import choose_append_file, fsync_dir, locked_hot, make_dirs_durable
 
-_NUMBER_RE = re.compile(r"pings-(\d{4,})\.tsv")
 # This process's open log file: pings_dir -> (pid, path, fd). Used only under the hot lock.
 _open_logs: dict[str, tuple[int, Path, int]] = {}
 
@@ -39,17 +37,13 @@ class Ping:
         return (self.ping_ts, date, time, self.unit_id, self.nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
 
 
-def _next_path(path: Path) -> Path:
-    number = int(_NUMBER_RE.fullmatch(path.name).group(1))
-    return path.with_name(f"pings-{number + 1:04d}.tsv")
+def _current_log(pings_dir: Path, roll_bytes: int) -> tuple[Path, int, int]:
+    """The log file to append to, its descriptor, and its size (0: a new file).
 
-
-def _current_log(pings_dir: Path, roll_bytes: int) -> tuple[Path, int, bool]:
-    """The log file to append to, its descriptor, and whether it is new.
-
-    The descriptor stays open between pings; it is given up when the file
-    reached the roll size, when another process rolled over to the next file,
-    or when the file was moved away.
+    The descriptor stays open between pings. It is given up when the file
+    reached the roll size (every process sees that size, so a process that
+    did not roll over itself finds the next file on its following ping), or
+    when the file was deleted.
     """
     key = str(pings_dir)
     pid = os.getpid()
@@ -57,8 +51,8 @@ def _current_log(pings_dir: Path, roll_bytes: int) -> tuple[Path, int, bool]:
     if cached is not None and cached[0] == pid:
         _, path, fd = cached
         st = os.fstat(fd)
-        if st.st_size < roll_bytes and st.st_nlink > 0 and not os.path.lexists(_next_path(path)):
-            return path, fd, False
+        if st.st_size < roll_bytes and st.st_nlink > 0:
+            return path, fd, st.st_size
         os.close(fd)
         del _open_logs[key]
     path = choose_append_file(pings_dir, "pings", ".tsv", roll_bytes)
@@ -69,7 +63,7 @@ def _current_log(pings_dir: Path, roll_bytes: int) -> tuple[Path, int, bool]:
         os.close(fd)
         raise OSError(f"{path} is not a regular file")
     _open_logs[key] = (pid, path, fd)
-    return path, fd, st.st_size == 0
+    return path, fd, st.st_size
 
 
 def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -> Path:
@@ -82,8 +76,7 @@ def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -
     """
     line = ping.tsv_line()
     with locked_hot(locks_dir / "pings.lock"):
-        path, fd, new_file = _current_log(pings_dir, roll_bytes)
-        size = os.fstat(fd).st_size
+        path, fd, size = _current_log(pings_dir, roll_bytes)
         try:
             written = os.write(fd, line)
             if written != len(line):
@@ -96,6 +89,6 @@ def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -
         os.fsync(sync_fd)
     finally:
         os.close(sync_fd)
-    if new_file:
+    if size == 0:
         fsync_dir(path.parent)
     return path

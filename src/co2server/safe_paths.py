@@ -87,18 +87,14 @@ class PushTarget:
     unit_dir: Path
     folder: tuple[str, ...]  # ("errors",) or ("data", "readings")
     name: str
+    # The same as plain strings, built once: every chunk uses them.
+    folder_dir: str
+    file_path: str
+    lock_name: str
 
     @property
     def folder_path(self) -> Path:
-        return self.unit_dir.joinpath(*self.folder)
-
-    @property
-    def path(self) -> Path:
-        return self.folder_path / self.name
-
-    @property
-    def lock_name(self) -> str:
-        return "__".join((self.hw_id, *self.folder)) + ".lock"
+        return Path(self.folder_dir)
 
 
 def push_target(config: Config, hw_id: str, relpath: str) -> PushTarget:
@@ -115,7 +111,10 @@ def push_target(config: Config, hw_id: str, relpath: str) -> PushTarget:
         )
     unit_dir = config.data_dir / hw_id
     refuse_symlinks(unit_dir, parts)
-    return PushTarget(hw_id, unit_dir, tuple(parts[:-1]), parts[-1])
+    folder, name = tuple(parts[:-1]), parts[-1]
+    folder_dir = os.path.join(unit_dir, *folder)
+    lock_name = "__".join((hw_id, *folder)) + ".lock"
+    return PushTarget(hw_id, unit_dir, folder, name, folder_dir, os.path.join(folder_dir, name), lock_name)
 
 
 def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:

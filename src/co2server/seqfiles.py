@@ -25,16 +25,16 @@ _hot_locks: dict[str, tuple[int, threading.Lock, int]] = {}  # path -> (pid, thr
 _hot_registry = threading.Lock()
 
 
-def _open_lock_file(lock_path: Path) -> int:
+def _open_lock_file(lock_path: Path | str) -> int:
     try:
         return os.open(lock_path, _LOCK_FLAGS, 0o644)
     except FileNotFoundError:  # the locks folder was removed under us
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         return os.open(lock_path, _LOCK_FLAGS, 0o644)
 
 
 @contextlib.contextmanager
-def locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path | str) -> Iterator[None]:
     """Hold an exclusive lock named by `lock_path` (created when missing)."""
     fd = _open_lock_file(lock_path)
     try:
@@ -64,7 +64,7 @@ def locked_hot(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -87,7 +87,7 @@ def make_dirs_durable(path: Path) -> None:
         fsync_dir(folder.parent)
 
 
-def plain_files(folder: Path) -> list[str]:
+def plain_files(folder: Path | str) -> list[str]:
     """Sorted names of the regular, non-hidden files directly in `folder`."""
     try:
         entries = list(os.scandir(folder))
@@ -96,12 +96,12 @@ def plain_files(folder: Path) -> list[str]:
     return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
 
 
-def last_file(folder: Path) -> tuple[str, int] | None:
+def last_file(folder: Path | str) -> tuple[str, int] | None:
     """The last file of `folder` in sorted order and its size, or None."""
     names = plain_files(folder)
     if not names:
         return None
-    return names[-1], os.lstat(folder / names[-1]).st_size
+    return names[-1], os.lstat(os.path.join(folder, names[-1])).st_size
 
 
 def choose_append_file(folder: Path, prefix: str, suffix: str, roll_bytes: int) -> Path:
