@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from co2server.chunks import store_chunk
 from co2server.config import Config
 from co2server.errors import ApiError
 from co2server.safe_paths import check_hw_id, check_raw_path, push_target, update_path
@@ -88,11 +89,28 @@ def test_symlinks_inside_the_data_folder_are_refused(config, tmp_path):
     assert err.value.code == "SYMLINK_REFUSED"
     (unit / "errors").mkdir()
     (unit / "errors" / "errors-0000.txt").symlink_to(outside / "target")
-    with pytest.raises(ApiError):
-        push_target(config, HW, "errors/errors-0000.txt")
+    target = push_target(config, HW, "errors/errors-0000.txt")  # the folder is fine...
+    with pytest.raises(ApiError) as err:  # ...the file is opened without following links
+        store_chunk(target, 0, b"x", 1000, config.locks_dir)
+    assert err.value.code == "SYMLINK_REFUSED"
+    assert not (outside / "target").exists()
     (unit / "updates").symlink_to(outside)
     with pytest.raises(ApiError):
         update_path(config, HW, "update-1")
+
+
+def test_a_folder_swapped_for_a_symlink_after_use_is_refused(config, tmp_path):
+    target = push_target(config, HW, "data/readings/readings-0000.tsv")
+    store_chunk(target, 0, b"first\n", 1000, config.locks_dir)
+    push_target(config, HW, "data/readings/readings-0000.tsv")  # verified, remembered
+    outside = tmp_path / "outside"
+    (outside / "readings").mkdir(parents=True)
+    unit = config.data_dir / HW
+    (unit / "data").rename(tmp_path / "moved")
+    (unit / "data").symlink_to(outside)
+    with pytest.raises(ApiError) as err:
+        push_target(config, HW, "data/readings/readings-0000.tsv")
+    assert err.value.code == "SYMLINK_REFUSED"
 
 
 @pytest.mark.parametrize("raw", [

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import ApiError
 from .safe_paths import PushTarget
-from .seqfiles import fsync_dir, last_file, locked, make_dirs_durable
+from .seqfiles import fsync_dir, locked, make_dirs_durable, plain_files
 
 log = logging.getLogger("co2server")
 
@@ -35,24 +35,28 @@ class ChunkResult:
     superseded_to: Path | None = None
 
 
-def _ack(target: PushTarget, fallback_size: int) -> list:
-    last = last_file(target.folder_dir)
-    if last is None:
-        return [target.name, fallback_size, fallback_size]
-    return [last[0], last[1], last[1]]
+def _ack(target: PushTarget, size: int) -> list:
+    """[last file of the folder, its size, its size]; `size` is the pushed file's."""
+    names = plain_files(target.folder_dir)
+    if not names or names[-1] == target.name:
+        return [target.name, size, size]
+    last_size = os.lstat(os.path.join(target.folder_dir, names[-1])).st_size
+    return [names[-1], last_size, last_size]
 
 
-def _open_existing(path: str) -> int | None:
+def _open_existing(path: str) -> tuple[int | None, int]:
+    """A descriptor of the file and its size; (None, 0) when there is no file."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return None
+        return None, 0
     except OSError as exc:  # ELOOP: a symlink planted in the folder
-        raise ApiError(403, "SYMLINK_REFUSED", f"{os.path.basename(path)} is not a regular file on the server") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ApiError(403, "SYMLINK_REFUSED", f"{os.path.basename(path)} is a symbolic link on the server") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise ApiError(403, "NOT_A_FILE", f"{os.path.basename(path)} is not a regular file on the server")
-    return fd
+    return fd, st.st_size
 
 
 def supersede_folder(target: PushTarget) -> Path:
@@ -68,9 +72,8 @@ def supersede_folder(target: PushTarget) -> Path:
 
 def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: int, locks_dir: Path) -> ChunkResult:
     with locked(os.path.join(locks_dir, target.lock_name)):
-        fd = _open_existing(target.file_path)
+        fd, size = _open_existing(target.file_path)
         try:
-            size = os.fstat(fd).st_size if fd is not None else 0
             if offset > size:
                 raise ApiError(
                     416,

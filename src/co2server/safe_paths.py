@@ -81,6 +81,29 @@ def refuse_symlinks(base: Path, parts: list[str] | tuple[str, ...]) -> None:
             raise ApiError(403, "SYMLINK_REFUSED", f"{'/'.join(parts) or '.'} passes through a symbolic link on the server")
 
 
+# Folders this process has walked and found free of symlinks, by path, with
+# the identity (device, inode) they had. A folder that still lstat()s to the
+# same directory needs no new walk: had any component above it been swapped
+# for a symlink, the path would now lead to another directory.
+_verified_folders: dict[str, tuple[int, int]] = {}
+_VERIFIED_MAX = 10_000
+
+
+def _refuse_symlinks_to_folder(unit_dir: Path, folder: tuple[str, ...], folder_dir: str) -> None:
+    try:
+        st = os.lstat(folder_dir)
+    except OSError:
+        refuse_symlinks(unit_dir, folder)  # not there yet: check what is
+        return
+    identity = (st.st_dev, st.st_ino)
+    if stat.S_ISDIR(st.st_mode) and _verified_folders.get(folder_dir) == identity:
+        return
+    refuse_symlinks(unit_dir, folder)
+    if len(_verified_folders) >= _VERIFIED_MAX:
+        _verified_folders.clear()
+    _verified_folders[folder_dir] = identity
+
+
 @dataclass(frozen=True)
 class PushTarget:
     hw_id: str
@@ -110,9 +133,10 @@ def push_target(config: Config, hw_id: str, relpath: str) -> PushTarget:
             f"uploads are accepted only as files directly in {PUSH_FOLDERS}, not {relpath[:120]!r}",
         )
     unit_dir = config.data_dir / hw_id
-    refuse_symlinks(unit_dir, parts)
     folder, name = tuple(parts[:-1]), parts[-1]
     folder_dir = os.path.join(unit_dir, *folder)
+    # The file itself is opened with O_NOFOLLOW (chunks.py): a symlink there fails.
+    _refuse_symlinks_to_folder(unit_dir, folder, folder_dir)
     lock_name = "__".join((hw_id, *folder)) + ".lock"
     return PushTarget(hw_id, unit_dir, folder, name, folder_dir, os.path.join(folder_dir, name), lock_name)
 

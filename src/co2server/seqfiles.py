@@ -96,14 +96,6 @@ def plain_files(folder: Path | str) -> list[str]:
     return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
 
 
-def last_file(folder: Path | str) -> tuple[str, int] | None:
-    """The last file of `folder` in sorted order and its size, or None."""
-    names = plain_files(folder)
-    if not names:
-        return None
-    return names[-1], os.lstat(os.path.join(folder, names[-1])).st_size
-
-
 def choose_append_file(folder: Path, prefix: str, suffix: str, roll_bytes: int) -> Path:
     """The file to append to: the last `<prefix>-NNNN<suffix>`, or the next once it passed `roll_bytes`."""
     pattern = re.compile(re.escape(prefix) + r"-(\d{4,})" + re.escape(suffix))
