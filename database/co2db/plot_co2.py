@@ -115,7 +115,8 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
             WHERE r.date BETWEEN :d0 AND :d1 AND {ts} >= :t0 AND {ts} <= :t1
             GROUP BY r.unit_id, b"""
     return [
-        row for row in conn.execute(sql, params)
+        row
+        for row in conn.execute(sql, params)
         if row[0] is not None and row[1] is not None and 0 <= row[1] < bins.count
     ]
 
