@@ -115,56 +115,102 @@ def _mark_built(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO derived_state (name, version) VALUES (?, ?)", (NAME, VERSION))
 
 
-def rebuild(conn: sqlite3.Connection, workers: int | None = None) -> int:
-    """Recompute all of co2_daily (caller's transaction not open); return its rows.
-
-    With two cores or more, a second process computes the days of the second
-    half of the units (reading only) while this one computes the first half:
-    a full build of millions of readings is CPU-bound in SQLite.
-    """
-    units = [u for (u,) in conn.execute(
+def _units(conn: sqlite3.Connection) -> list[str]:
+    """The distinct unit_ids of co2_readings, by index seeks."""
+    return [u for (u,) in conn.execute(
         "WITH RECURSIVE units(id) AS ("
         " SELECT (SELECT min(unit_id) FROM co2_readings)"
         " UNION ALL SELECT (SELECT min(unit_id) FROM co2_readings WHERE unit_id > units.id)"
         " FROM units WHERE units.id IS NOT NULL) SELECT id FROM units WHERE id IS NOT NULL"
     )]  # fmt: skip
-    if workers is None:
-        workers = 2 if (os.cpu_count() or 1) > 1 else 1
-    rows: list = []
-    proc = None
-    split = None
-    if workers > 1 and len(units) > 1:
-        split = units[len(units) // 2]
-        proc = _start_helper(conn, split)
-    try:
-        where = f"WHERE {_COMPLETE}" + (" AND r.unit_id < :split" if split is not None else "")
-        rows = conn.execute(daily_select(where), {"split": split}).fetchall()
-        if proc is not None:
-            rows.extend(_helper_rows(proc))
-            proc = None
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+
+
+def _range_select(lo: str | None, hi: str | None) -> str:
+    where = [_COMPLETE]
+    if lo is not None:
+        where.append("r.unit_id >= :lo")
+    if hi is not None:
+        where.append("r.unit_id < :hi")
+    return daily_select("WHERE " + " AND ".join(where))
+
+
+class Rebuild:
+    """A full build of co2_daily under way: unit ranges computed here and in helpers.
+
+    A full build of millions of readings is CPU-bound in SQLite: with two
+    cores the units are cut in two ranges, each computed by its own process
+    (reading only). start_rebuild() starts the helpers; finish() computes
+    this process's range (if any), collects the helpers' rows and writes
+    co2_daily in one short transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, parts: int, here: bool):
+        units = _units(conn)
+        parts = max(1, min(parts, len(units)))
+        cuts = [units[len(units) * k // parts] for k in range(1, parts)]
+        ranges = list(zip([None, *cuts], [*cuts, None], strict=True))
+        self.here = ranges.pop(0) if here else None
+        db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+        self.procs = [_start_helper(db_file, lo, hi) for lo, hi in ranges]
+
+    def cancel(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(f"DELETE FROM {NAME}")
-        conn.executemany(f"INSERT INTO {NAME} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        _mark_built(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(rows)
+        self.procs = []
+
+    def finish(self, conn: sqlite3.Connection) -> int:
+        """Wait for the helpers and write co2_daily (no transaction open); return its rows."""
+        try:
+            rows = []
+            if self.here is not None:
+                lo, hi = self.here
+                rows = conn.execute(_range_select(lo, hi), {"lo": lo, "hi": hi}).fetchall()
+            for proc in self.procs:
+                rows.extend(_helper_rows(proc))
+        finally:
+            self.cancel()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"DELETE FROM {NAME}")
+            conn.executemany(f"INSERT INTO {NAME} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            _mark_built(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(rows)
 
 
-def _start_helper(conn: sqlite3.Connection, split: str) -> subprocess.Popen:
-    db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+def _cores() -> int:
+    return 2 if (os.cpu_count() or 1) > 1 else 1
+
+
+def start_rebuild(conn: sqlite3.Connection) -> Rebuild:
+    """Start a full build entirely in helper processes (this one has other work meanwhile).
+
+    They read a snapshot: the database must be in WAL mode if this process
+    writes before finish().
+    """
+    return Rebuild(conn, _cores(), here=False)
+
+
+def rebuild(conn: sqlite3.Connection, workers: int | None = None) -> int:
+    """Recompute all of co2_daily now (no transaction open); return its rows.
+
+    With two cores, a helper process computes the second half of the units
+    while this one computes the first.
+    """
+    return Rebuild(conn, workers or _cores(), here=True).finish(conn)
+
+
+def _start_helper(db_file: str, lo: str | None, hi: str | None) -> subprocess.Popen:
     package_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "co2db.daily", db_file, split],
+        [sys.executable, "-m", "co2db.daily", db_file, lo or "", hi or ""],
         stdout=subprocess.PIPE,
         env=env,
     )
@@ -175,18 +221,18 @@ def _helper_rows(proc: subprocess.Popen) -> list:
 
     out = proc.stdout.read()
     if proc.wait() != 0:
-        raise RuntimeError(f"the second {NAME} process failed (exit status {proc.returncode})")
+        raise RuntimeError(f"a {NAME} helper process failed (exit status {proc.returncode})")
     return marshal.loads(out)
 
 
-def _helper_main(db_file: str, split: str) -> None:
-    """Print (marshal) the co2_daily rows of the units >= split; read only."""
+def _helper_main(db_file: str, lo: str, hi: str) -> None:
+    """Print (marshal) the co2_daily rows of the units in [lo, hi) ('' = open); read only."""
     import marshal
 
     conn = sqlite3.connect(db_file, timeout=60)
     conn.execute("PRAGMA query_only = ON")
     conn.execute("PRAGMA cache_size = -65536")
-    rows = conn.execute(daily_select(f"WHERE {_COMPLETE} AND r.unit_id >= :split"), {"split": split}).fetchall()
+    rows = conn.execute(_range_select(lo or None, hi or None), {"lo": lo or None, "hi": hi or None}).fetchall()
     conn.close()
     sys.stdout.buffer.write(marshal.dumps(rows))
 
@@ -229,4 +275,4 @@ def refresh(conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> int:
 
 
 if __name__ == "__main__":
-    _helper_main(sys.argv[1], sys.argv[2])
+    _helper_main(*sys.argv[1:4])

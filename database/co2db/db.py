@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -88,12 +89,22 @@ def begin_bulk_load(conn: sqlite3.Connection) -> None:
         pass  # busy: stay in WAL mode
 
 
-def end_bulk_load(conn: sqlite3.Connection) -> None:
-    """Build the missing indexes and return to WAL mode."""
-    conn.executescript(schema_sql())
+def end_bulk_load(conn: sqlite3.Connection, index_ready: Callable[[], None] | None = None) -> None:
+    """Build the missing indexes and return to WAL mode.
+
+    The (unit_id, date, time) index is built first, then the database returns
+    to WAL mode and index_ready() is called (e.g. to start readers that need
+    that index) while the other indexes are built: in WAL mode readers see a
+    snapshot and do not hold up the writer.
+    """
+    first = re.search(rf"CREATE INDEX IF NOT EXISTS {READINGS_INDEXES[0]} [^;]*;", schema_sql())
+    conn.execute(first.group(0))
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":
         raise DatabaseError(f"could not switch back to WAL mode (got {mode})")
+    if index_ready is not None:
+        index_ready()
+    conn.executescript(schema_sql())
 
 
 def database_file(conn: sqlite3.Connection) -> str:

@@ -404,6 +404,8 @@ def import_readings(
     bulk_bytes = int(os.environ.get("CO2DB_BULK_LOAD_BYTES", BULK_LOAD_BYTES))
     bulk = total_bytes >= bulk_bytes and db.table_is_empty(conn, "co2_readings")
     mine, theirs, proc = todo, [], None
+    loaded = False
+    daily_builds: list[daily.Rebuild] = []
     if bulk:
         db.begin_bulk_load(conn)
         with db.transaction(conn):
@@ -431,6 +433,7 @@ def import_readings(
                 more, changed = load_files(conn, theirs, skips, Progress(KIND, 0))
             imported += more
             changed_files += changed
+        loaded = True
     finally:
         if proc is not None:
             if proc.poll() is None:
@@ -439,9 +442,16 @@ def import_readings(
             for suffix in ("", "-journal"):
                 Path(f"{part_db}{suffix}").unlink(missing_ok=True)
         if bulk:
-            db.end_bulk_load(conn)
-    if bulk:
-        daily.rebuild(conn)
+            # co2_daily in one pass, by helper processes reading through the
+            # (unit_id, date, time) index while the other index is built.
+            try:
+                db.end_bulk_load(conn, (lambda: daily_builds.append(daily.start_rebuild(conn))) if loaded else None)
+            except BaseException:
+                for build in daily_builds:
+                    build.cancel()
+                raise
+    if daily_builds:
+        daily_builds[0].finish(conn)
         daily_built = True
 
     rejected = sum(skips.values())
