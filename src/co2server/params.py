@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs
 
 from flask import current_app, request
 
@@ -17,8 +18,17 @@ def config() -> Config:
     return current_app.config["CO2"]
 
 
+def _query() -> dict[str, list[str]]:
+    """The query string, parsed once per request (lighter than request.args)."""
+    environ = request.environ
+    parsed = environ.get("co2server.query")
+    if parsed is None:
+        parsed = environ["co2server.query"] = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return parsed
+
+
 def _single(name: str) -> str | None:
-    values = request.args.getlist(name)
+    values = _query().get(name, ())
     if len(values) > 1:
         raise ApiError(400, "BAD_QUERY", f"query parameter {name!r} is given {len(values)} times")
     return values[0] if values else None
