@@ -126,3 +126,30 @@ def test_old_database_with_duplicate_pings_is_migrated(make_server, tmp_path):
     assert http_request(server.port, "POST", f"/ou/{HW}/alive").status == 200
     rows = wait_for_rows(server, 2, "SELECT ping_ts FROM pings ORDER BY ping_ts", db=db)
     assert len(rows) == 2 and rows[0][0] == row[0]
+
+
+def test_every_acknowledged_ping_survives_a_crash(server):
+    """Pings from many threads; SIGKILL mid-way; every ping answered 200 is in the log."""
+    answered, stop = [], threading.Event()
+
+    def ping_until_stopped(k):
+        i = 0
+        while not stop.is_set():
+            try:
+                reply = http_request(server.port, "POST", f"/ou/{HW}/alive?site_code=c{k}-{i}", timeout=5)
+            except OSError:
+                return
+            if reply.status == 200:
+                answered.append(f"c{k}-{i}")
+            i += 1
+
+    threads = [threading.Thread(target=ping_until_stopped, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(answered) > 300, timeout=30)
+    server.kill_all()
+    stop.set()
+    for t in threads:
+        t.join()
+    logged = {line[2] for line in tsv_lines(server)}
+    assert set(answered) <= logged
