@@ -49,6 +49,8 @@ def read_reply(sock: socket.socket) -> Reply:
             break
         chunks.append(part)
     raw = b"".join(chunks)
+    if not raw:
+        raise ConnectionResetError("the server closed the connection without an answer")
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
