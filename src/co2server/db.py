@@ -12,13 +12,14 @@ reach the table through one background thread per process (PingTableWriter).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sqlite3
 import threading
 import time
 from importlib import resources
 from pathlib import Path
+
+from .per_process import PerProcess
 
 log = logging.getLogger("co2server")
 
@@ -33,7 +34,6 @@ class _Writer:
 
     def __init__(self, db_path: Path):
         self.db_path = db_path
-        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.conn: sqlite3.Connection | None = None
         self.skip_until = 0.0
@@ -58,19 +58,11 @@ class _Writer:
         self.conn = None
 
 
-_writers: dict[str, _Writer] = {}
-_writers_lock = threading.Lock()
+_writers: PerProcess[_Writer] = PerProcess(lambda path: _Writer(Path(path)))
 
 
 def _writer(db_path: Path) -> _Writer:
-    key = str(db_path)
-    writer = _writers.get(key)
-    if writer is None or writer.pid != os.getpid():
-        with _writers_lock:
-            writer = _writers.get(key)
-            if writer is None or writer.pid != os.getpid():
-                writer = _writers[key] = _Writer(db_path)
-    return writer
+    return _writers.get(str(db_path))
 
 
 def _schema_sql() -> str:
@@ -119,7 +111,6 @@ class PingTableWriter:
     def __init__(self, db_path: Path):
         self.writer = _writer(db_path)
         self.rows: queue.SimpleQueue = queue.SimpleQueue()
-        self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="ping-table-writer", daemon=True)
         self.thread.start()
 
@@ -161,19 +152,12 @@ class PingTableWriter:
                 raise
 
 
-_ping_writers: dict[str, PingTableWriter] = {}
+_ping_writers: PerProcess[PingTableWriter] = PerProcess(lambda path: PingTableWriter(Path(path)))
 
 
 def insert_ping(db_path: Path, row: tuple) -> None:
     """Queue one ping row (the columns of the pings table, in order) for insertion."""
-    key = str(db_path)
-    ping_writer = _ping_writers.get(key)
-    if ping_writer is None or ping_writer.pid != os.getpid():
-        with _writers_lock:
-            ping_writer = _ping_writers.get(key)
-            if ping_writer is None or ping_writer.pid != os.getpid():
-                ping_writer = _ping_writers[key] = PingTableWriter(db_path)
-    ping_writer.submit(row)
+    _ping_writers.get(str(db_path)).submit(row)
 
 
 def prepare(db_path: Path) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .per_process import PerProcess
 from .seqfiles import choose_append_file, fsync_dir, locked_hot, make_dirs_durable
 
 
@@ -49,7 +50,6 @@ class _OpenLog:
 
     def __init__(self, pings_dir: Path):
         self.pings_dir = pings_dir
-        self.pid = os.getpid()
         self.path: Path | None = None
         self.fd = -1  # used only under the pings lock
         self.cond = threading.Condition()
@@ -126,24 +126,12 @@ class _OpenLog:
                 self.synced = max(self.synced, target)
 
 
-_open_logs: dict[str, _OpenLog] = {}
-_open_logs_lock = threading.Lock()
-
-
-def _open_log(pings_dir: Path) -> _OpenLog:
-    key = str(pings_dir)
-    log = _open_logs.get(key)
-    if log is None or log.pid != os.getpid():
-        with _open_logs_lock:
-            log = _open_logs.get(key)
-            if log is None or log.pid != os.getpid():
-                log = _open_logs[key] = _OpenLog(pings_dir)
-    return log
+_open_logs: PerProcess[_OpenLog] = PerProcess(lambda folder: _OpenLog(Path(folder)))
 
 
 def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -> Path:
     """Append the ping to the current log file and return once it is on disk."""
-    log = _open_log(pings_dir)
+    log = _open_logs.get(str(pings_dir))
     with locked_hot(locks_dir / "pings.lock"):
         number = log.append(ping.tsv_line(), roll_bytes)
         path = log.path

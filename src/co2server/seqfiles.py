@@ -19,10 +19,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .per_process import PerProcess
+
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_hot_locks: dict[str, tuple[int, threading.Lock, int]] = {}  # path -> (pid, thread lock, fd)
-_hot_registry = threading.Lock()
+# Hot locks: lock file path -> (thread lock, lock file descriptor kept open).
+_hot_locks: PerProcess[tuple[threading.Lock, int]] = PerProcess(lambda path: (threading.Lock(), _open_lock_file(path)))
 
 
 def _open_lock_file(lock_path: Path | str) -> int:
@@ -47,15 +49,7 @@ def locked(lock_path: Path | str) -> Iterator[None]:
 @contextlib.contextmanager
 def locked_hot(lock_path: Path) -> Iterator[None]:
     """`locked` for a lock that every request of a kind takes (see the module doc)."""
-    key = str(lock_path)
-    pid = os.getpid()
-    entry = _hot_locks.get(key)
-    if entry is None or entry[0] != pid:  # first use in this (possibly forked) process
-        with _hot_registry:
-            entry = _hot_locks.get(key)
-            if entry is None or entry[0] != pid:
-                entry = _hot_locks[key] = (pid, threading.Lock(), _open_lock_file(lock_path))
-    _, thread_lock, fd = entry
+    thread_lock, fd = _hot_locks.get(str(lock_path))
     with thread_lock:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
