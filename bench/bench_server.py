@@ -37,7 +37,6 @@ import re
 import resource
 import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,23 +48,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 UWSGI = ROOT / ".venv" / "bin" / "uwsgi"
-SERVER_INI = ROOT / "server.ini.example"
 HOST = "127.0.0.1"
 
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(BENCH), str(ROOT / "tests")]
 from bare_app import BODY as BARE_BODY  # noqa: E402
+
+from conftest import UwsgiServer  # noqa: E402  (the tests' real-uWSGI runner)
+from firmware import http_request  # noqa: E402
 
 PING_TARGET = 0.60
 CHUNK_TARGET = 0.50
 CHUNK = 4096
 READINGS = "data/readings"
 FILE_ROLL_BYTES = 16 * 1024 * 1024  # the server's default CO2_MAX_FILE_BYTES
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def hw_ids(n: int) -> list[str]:
@@ -82,86 +77,15 @@ def chunk_bytes(hw_id: str, k: int) -> bytes:
     return (line * (CHUNK // len(line) + 1))[: CHUNK - 1] + b"\n"
 
 
-def one_request(port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    """A single blocking request (readiness checks): status and body."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(raw)
-        parts = []
-        while True:
-            part = sock.recv(65536)
-            if not part:
-                break
-            parts.append(part)
-    head, _, body = b"".join(parts).partition(b"\r\n\r\n")
-    return int(head.split(None, 2)[1]), body
-
-
 # --------------------------------------------------------------------------- servers
 
 
-class Uwsgi:
-    """uWSGI started from server.ini.example, in its own session, logging to a file."""
+class Uwsgi(UwsgiServer):
+    """The tests' real-uWSGI runner (server.ini.example), plus CPU accounting."""
 
     def __init__(self, name: str, workdir: Path, extra_args: list[str], env: dict[str, str]):
-        self.name = name
-        self.workdir = workdir
-        self.extra_args = extra_args
-        self.env = env
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = workdir / f"uwsgi-{name}.log"
-
-    def start(self, timeout: float = 30.0) -> Uwsgi:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            self.port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_")}
-            env.update(self.env)
-            env["CO2_HTTP_SOCKET"] = f"{HOST}:{self.port}"
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [str(UWSGI), "--ini", str(SERVER_INI), *self.extra_args],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    start_new_session=True,
-                )
-            if self._wait_ready(timeout):
-                return self
-            self.stop()
-        raise RuntimeError(f"uWSGI ({self.name}) did not start; see {self.log_path}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                status, _ = one_request(self.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode(), 2)
-                if status == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        super().__init__(workdir / name, env, extra_args)
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds used so far by the master, its live and its reaped workers."""
@@ -651,10 +575,12 @@ def main() -> int:
         for server in (bare, real):
             servers.append(server)
             server.start()
-        status, body = one_request(bare.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        reply = http_request(bare.port, "GET", "/")
+        status, body = reply.status, reply.body
         if status != 200 or body.decode() != BARE_BODY:
             raise RuntimeError(f"the ceiling server does not serve bench/bare_app.py: {status} {body[:80]!r}")
-        status, body = one_request(real.port, f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        reply = http_request(real.port, "GET", "/")
+        status, body = reply.status, reply.body
         if status != 200 or body.decode(errors="replace") == BARE_BODY:
             raise RuntimeError(f"the real server does not answer GET / as expected: {status} {body[:80]!r}")
 

@@ -41,6 +41,7 @@ class UwsgiServer:
 
     root: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # after the ini (the benchmark's bare app)
     port: int = 0
     proc: subprocess.Popen | None = None
     workers: int = field(default_factory=lambda: ini_processes())
@@ -81,7 +82,7 @@ class UwsgiServer:
             self.log_path.unlink(missing_ok=True)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [str(UWSGI), "--ini", str(SERVER_INI)],
+                [str(UWSGI), "--ini", str(SERVER_INI), *self.extra_args],
                 env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                 start_new_session=True,
             )
