@@ -28,8 +28,20 @@ main() {
   if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
     return 0
   fi
-  echo "setup-venv: installing ${REQS} (uWSGI compiles from source: needs gcc and python3-dev)" >&2
-  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${REQS}"
+  if [[ ! -x "${VENV}/bin/uwsgi" ]]; then
+    local include
+    include="$("${VENV}/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    if [[ ! -f "${include}/Python.h" ]] || ! command -v gcc >/dev/null; then
+      echo "error: uWSGI is compiled from source and needs gcc and the Python headers (${include}/Python.h)" >&2
+      echo "       on Debian/Ubuntu: sudo apt-get install gcc python3-dev" >&2
+      exit 1
+    fi
+  fi
+  echo "setup-venv: installing ${REQS} (uWSGI compiles from source: a minute or two the first time)" >&2
+  if ! "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${REQS}"; then
+    echo "error: pip could not install ${REQS}; see its message above" >&2
+    exit 1
+  fi
   echo "${want}" > "${stamp}"
 }
 
