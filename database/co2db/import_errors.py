@@ -37,14 +37,17 @@ from .incremental import (
     FileState,
     Progress,
     find_unit_files,
+    forget_file,
     format_skips,
     gc_paused,
     plan,
     read_new_lines,
+    relabel_file,
     save_state,
     touch_marker,
 )
 
+TABLE = "error_logs"
 KIND = "errors"
 SUBDIR = "errors"
 FILE_PATTERN = r"errors-\d+\.txt"
@@ -206,18 +209,6 @@ class FileParse:
         return len(self.entries)
 
 
-def forget_file(conn: sqlite3.Connection, label: str) -> None:
-    """Delete the entries and rejected lines that came from one file."""
-    conn.execute("DELETE FROM error_logs WHERE source_file = ?", (label,))
-    conn.execute("DELETE FROM rejected_lines WHERE file = ?", (label,))
-
-
-def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
-    """Move a file's rows to its new label (the file was moved, not changed)."""
-    conn.execute("UPDATE error_logs SET source_file = ? WHERE source_file = ?", (new, old))
-    conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
-
-
 def import_errors(
     conn: sqlite3.Connection,
     data_dir: Path,
@@ -235,7 +226,7 @@ def import_errors(
             conn,
             KIND,
             [src for _unit, srcs in units for src in srcs],
-            lambda o, n: relabel_file(conn, o, n),
+            lambda o, n: relabel_file(conn, TABLE, o, n),
         )
         by_label = {item.source.label: item for item in work}
         total = sum(max(0, w.size - w.state.done_bytes) for w in work if w.mode != UNCHANGED)
@@ -257,7 +248,7 @@ def import_errors(
                     # import the whole file again.
                     if state.done_bytes or stored:
                         reimported = True
-                    forget_file(conn, src.label)
+                    forget_file(conn, TABLE, src.label)
                     state = FileState(src.label, KIND)
                     stored = {"in": carry_in, "out": carry_in, "open": None}
                 try:

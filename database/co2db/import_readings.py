@@ -31,14 +31,17 @@ from .incremental import (
     SourceFile,
     Work,
     find_unit_files,
+    forget_file,
     format_skips,
     gc_paused,
     plan,
     read_new_lines,
+    relabel_file,
     save_state,
     touch_marker,
 )
 
+TABLE = "co2_readings"
 KIND = "readings"
 SUBDIR = "data/readings"
 FILE_PATTERN = r"readings-\d+\.tsv"
@@ -228,18 +231,6 @@ def _append_row(line: str, label: str, no: int, rows: list) -> None:
     rows.append(fields)
 
 
-def forget_file(conn: sqlite3.Connection, label: str) -> None:
-    """Delete the rows and rejected lines that came from one file."""
-    conn.execute("DELETE FROM co2_readings WHERE source_file = ?", (label,))
-    conn.execute("DELETE FROM rejected_lines WHERE file = ?", (label,))
-
-
-def relabel_file(conn: sqlite3.Connection, old: str, new: str) -> None:
-    """Move a file's rows to its new label (the file was moved, not changed)."""
-    conn.execute("UPDATE co2_readings SET source_file = ? WHERE source_file = ?", (new, old))
-    conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
-
-
 @gc_paused()
 def load_files(
     conn: sqlite3.Connection,
@@ -274,7 +265,7 @@ def load_files(
             if item.mode == REWRITTEN:
                 if keep_daily:
                     touched.update(daily.pairs_of_file(conn, item.source.label))
-                forget_file(conn, item.source.label)
+                forget_file(conn, TABLE, item.source.label)
             try:
                 chunk = read_new_lines(item.source.path, state.done_bytes)
             except FileNotFoundError:
@@ -398,7 +389,7 @@ def import_readings(
     # A database from before co2_daily (or whose build was interrupted).
     daily_built = daily.ensure_built(conn)
     with db.transaction(conn):
-        work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, o, n))
+        work, vanished = plan(conn, KIND, sources, lambda o, n: relabel_file(conn, TABLE, o, n))
     todo = [w for w in work if w.mode != UNCHANGED]
     total_bytes = sum(max(0, w.size - w.state.done_bytes) for w in todo)
     bulk_bytes = int(os.environ.get("CO2DB_BULK_LOAD_BYTES", BULK_LOAD_BYTES))
@@ -414,7 +405,7 @@ def import_readings(
             daily.mark_incomplete(conn)
             for item in todo:
                 if item.mode == REWRITTEN:  # rejected lines may be left of it
-                    forget_file(conn, item.source.label)
+                    forget_file(conn, TABLE, item.source.label)
                     item.mode = NEW
         if (os.cpu_count() or 1) > 1 and len(todo) > 1:
             # Parse and insert on two cores: the second half of the files goes

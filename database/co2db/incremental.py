@@ -124,6 +124,18 @@ def delete_state(conn: sqlite3.Connection, label: str) -> None:
     conn.execute("DELETE FROM import_state WHERE file = ?", (label,))
 
 
+def forget_file(conn: sqlite3.Connection, table: str, label: str) -> None:
+    """Delete the rows of `table` and the rejected lines that came from one file."""
+    conn.execute(f"DELETE FROM {table} WHERE source_file = ?", (label,))
+    conn.execute("DELETE FROM rejected_lines WHERE file = ?", (label,))
+
+
+def relabel_file(conn: sqlite3.Connection, table: str, old: str, new: str) -> None:
+    """Move a file's rows to its new label (the file was moved, not changed)."""
+    conn.execute(f"UPDATE {table} SET source_file = ? WHERE source_file = ?", (new, old))
+    conn.execute("UPDATE rejected_lines SET file = ? WHERE file = ?", (new, old))
+
+
 def hash_parts(head: bytes, tail: bytes, end: int) -> str:
     """The check hash of an imported part [0, end) from its first and last bytes."""
     digest = hashlib.sha1(str(end).encode())
