@@ -481,20 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def run() -> str:
-        fmt = P.output_format(args.out, args.format)
-        now = args.now or P.utc_now()
-        conn = P.open_db_readonly(args.db)
-        try:
-            fig, description = render(conn, args, now)
-        finally:
-            conn.close()
-        size = P.save_figure(fig, args.out, fmt)
-        return f"wrote {args.out} ({fmt}, {description}, {P.human_size(size)})"
-
-    return P.run_command(PROG, run)
+    return P.run_plot(PROG, build_parser().parse_args(argv), render)
 
 
 if __name__ == "__main__":

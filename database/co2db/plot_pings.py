@@ -329,20 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    def figure_and_description(conn, args, now):
+        fig, _rows, description = render(conn, args, now)
+        return fig, description
 
-    def run() -> str:
-        fmt = P.output_format(args.out, args.format)
-        now = args.now or P.utc_now()
-        conn = P.open_db_readonly(args.db)
-        try:
-            fig, _rows, description = render(conn, args, now)
-        finally:
-            conn.close()
-        size = P.save_figure(fig, args.out, fmt)
-        return f"wrote {args.out} ({fmt}, {description}, {P.human_size(size)})"
-
-    return P.run_command(PROG, run)
+    return P.run_plot(PROG, build_parser().parse_args(argv), figure_and_description)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,24 @@ def run_command(prog: str, main: Callable[[], str]) -> int:
     return 0
 
 
+def run_plot(prog: str, args, render: Callable) -> int:
+    """A plot command's body: open the database read-only, draw with
+    `render(conn, args, now) -> (figure, description)`, save atomically, report."""
+
+    def run() -> str:
+        fmt = output_format(args.out, args.format)
+        now = args.now or utc_now()
+        conn = open_db_readonly(args.db)
+        try:
+            fig, description = render(conn, args, now)
+        finally:
+            conn.close()
+        size = save_figure(fig, args.out, fmt)
+        return f"wrote {args.out} ({fmt}, {description}, {human_size(size)})"
+
+    return run_command(prog, run)
+
+
 def warn(message: str) -> None:
     """A problem with the data that does not stop the command."""
     print(f"warning: {message}", file=sys.stderr)
