@@ -2,11 +2,12 @@
 
 Each uWSGI process keeps one connection for writing, used by one thread at a
 time (threads queue on a Python lock, which is cheaper than SQLite's busy
-loop); the schema is applied once per process, idempotently. While another
-program holds the database's write lock (the pipeline importing), ping
-inserts are skipped for a moment instead of making every ping wait: the TSV
-log is the record, and the pipeline's pings import fills the gaps. Pings
-reach the table through one background thread per process (PingTableWriter).
+loop); the schema is applied once per process, idempotently. Pings reach the
+table through one background thread per process (PingTableWriter). While
+the database is locked by another program (the pipeline importing) or
+broken, inserts stand back for a moment and the failure is logged once per
+back-off: the TSV log is the record, and the pipeline's pings import fills
+the gaps.
 """
 
 from __future__ import annotations
@@ -128,26 +129,29 @@ class PingTableWriter:
         return batch
 
     def _run(self) -> None:
+        dropped, last_report = 0, float("-inf")
         while True:
             batch = self._take_batch()
             try:
                 self._insert(batch)
             except Exception as exc:  # noqa: BLE001 - this thread must never die
-                log.error("%d ping(s) logged to TSV but not inserted into %s: %s", len(batch), self.writer.db_path, exc)
+                dropped += len(batch)
+                if time.monotonic() - last_report >= BACKOFF_S:  # one line per back-off, not per batch
+                    log.error("%d ping(s) logged to TSV but not inserted into %s: %s", dropped, self.writer.db_path, exc)
+                    dropped, last_report = 0, time.monotonic()
 
     def _insert(self, batch: list[tuple]) -> None:
         writer = self.writer
         with writer.lock:
             if time.monotonic() < writer.skip_until:
-                raise sqlite3.OperationalError("the database was locked moments ago; left to the TSV log")
+                raise sqlite3.OperationalError("the database failed moments ago; left to the TSV log")
             try:
                 conn = writer.get()
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany("INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    writer.skip_until = time.monotonic() + BACKOFF_S
+            except sqlite3.Error:
+                writer.skip_until = time.monotonic() + BACKOFF_S  # locked or broken: stand back a moment
                 writer.reset()
                 raise
 
