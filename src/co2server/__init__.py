@@ -6,11 +6,10 @@ import logging
 
 from flask import Flask, request
 from flask_restful import Api
-from werkzeug.exceptions import HTTPException
 
 from . import db
 from .config import Config
-from .errors import ApiError, error_response, from_http_exception, log, register_error_handlers
+from .errors import any_error_response, log, register_error_handlers
 from .health import Health, Home
 from .safe_paths import check_raw_path
 from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
@@ -24,12 +23,7 @@ class ServerApi(Api):
     """Flask-RESTful, answering its errors in the server's one error shape."""
 
     def handle_error(self, e):
-        if isinstance(e, ApiError):
-            return error_response(e)
-        if isinstance(e, HTTPException):
-            return error_response(from_http_exception(e))
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
+        return any_error_response(e)
 
 
 def _configure_logging() -> None:

@@ -32,7 +32,6 @@ SUPERSEDED = "superseded"
 class ChunkResult:
     ack_file: list  # [name, size, size], as the firmware expects
     written: int  # bytes newly written (0 for a repeat)
-    superseded_to: Path | None = None
 
 
 def _ack(target: PushTarget, size: int) -> list:
@@ -89,7 +88,6 @@ def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: in
                     f"{target.name} would grow to {end} bytes; the limit is {max_file_bytes} (CO2_MAX_FILE_BYTES)",
                 )
             overlap = max(0, min(end, size) - offset)
-            superseded_to = None
             if overlap and os.pread(fd, overlap, offset) != data[:overlap]:
                 os.close(fd)
                 fd = None
@@ -130,7 +128,7 @@ def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: in
                     fsync_dir(target.folder_dir)
                 written = len(tail)
                 size = end
-            return ChunkResult(_ack(target, size), written, superseded_to)
+            return ChunkResult(_ack(target, size), written)
         finally:
             if fd is not None:
                 os.close(fd)

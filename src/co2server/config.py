@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -129,6 +129,3 @@ class Config:
             url_key=key,
             silent_hours=_float_setting("silent_hours", raw("silent_hours")),
         )
-
-    def with_overrides(self, **changes) -> Config:
-        return replace(self, **changes)

@@ -82,15 +82,16 @@ def from_http_exception(exc: HTTPException) -> ApiError:
     return ApiError(status, code, message)
 
 
-def register_error_handlers(app) -> None:
-    app.register_error_handler(ApiError, error_response)
-
-    def _http(exc: HTTPException):
+def any_error_response(exc: Exception) -> Response:
+    """The one error answer for anything raised while handling a request."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, HTTPException):
         return error_response(from_http_exception(exc))
+    log.exception("internal error on %s %s", request.method, request.path)
+    return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
 
-    def _unexpected(exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
 
-    app.register_error_handler(HTTPException, _http)
-    app.register_error_handler(Exception, _unexpected)
+def register_error_handlers(app) -> None:
+    """Route every error outside Flask-RESTful's resources (routing, methods) to any_error_response."""
+    app.register_error_handler(Exception, any_error_response)
