@@ -260,16 +260,7 @@ def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
     ]
     for status in ("en_route", "lab_check"):
         handles.append(Patch(facecolor=P.status_colours(status)[1], label=status.replace("_", " ")))
-    fig.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(0.005, 1 - 0.6 / height_in),
-        ncols=len(handles),
-        fontsize=7.5,
-        frameon=False,
-        handlelength=1.6,
-        columnspacing=1.2,
-    )
+    P.top_legend(fig, handles, 0.6, height_in)
     cax = fig.add_axes((0.015, 1 - 1.0 / height_in, 3.2 / width_in, 0.09 / height_in))
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal")
     bar.ax.tick_params(labelsize=7, length=2)

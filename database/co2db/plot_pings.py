@@ -305,16 +305,7 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
                 label=status.replace("_", " "),
             )
         )
-    fig.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(0.005, 1 - 0.58 / height_in),
-        ncols=len(handles),
-        fontsize=7.5,
-        frameon=False,
-        handlelength=1.6,
-        columnspacing=1.2,
-    )
+    P.top_legend(fig, handles, 0.58, height_in)
     return fig
 
 

@@ -659,3 +659,17 @@ def human_size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size} B"
+
+
+def top_legend(fig, handles: list, top_in: float, height_in: float) -> None:
+    """One row of legend entries `top_in` inches below the top of the figure."""
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.005, 1 - top_in / height_in),
+        ncols=len(handles),
+        fontsize=7.5,
+        frameon=False,
+        handlelength=1.6,
+        columnspacing=1.2,
+    )
