@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
+from pathlib import Path
 
-from co2server.chunks import store_chunk
+from co2server.chunks import FOLDERS_MAX, store_chunk
 from co2server.config import Config
+from co2server.errors import ApiError
 from co2server.pinglog import Ping, record_ping
 from co2server.safe_paths import push_target
 
@@ -14,25 +18,21 @@ DATA = b"".join(f"{HW}\tnick\t2019-08-01\t{i:08d}\n".encode() for i in range(300
 CHUNKS = [(off, DATA[off:off + 4096]) for off in range(0, len(DATA), 4096)]
 
 def _push_all(root: str) -> list[int]:
-    from pathlib import Path
-
     config = Config(Path(root) / "rd", Path(root) / "var", Path(root) / "db")
     target = push_target(config, HW, "data/readings/readings-0000.tsv")
     written = []
     for off, chunk in CHUNKS:
         try:
-            written.append(store_chunk(target, off, chunk, 1 << 24, config.locks_dir).written)
+            written.append(store_chunk(target, off, chunk, 1 << 24).written)
         except Exception as exc:  # a 416 when another process is behind: fine, but count it
             written.append(-1 if getattr(exc, "status", None) == 416 else -2)
     return written
 
 def _ping_many(args) -> None:
-    from pathlib import Path
-
     root, k = args
+    config = Config(Path(root) / "rd", Path(root) / "var", Path(root) / "db", pings_roll_bytes=4096)
     for i in range(150):
-        ping = Ping.arriving_now(HW, f"p{k}-{i}", i, -90, 99)
-        record_ping(Path(root) / "var" / "pings", Path(root) / "var" / "locks", ping, roll_bytes=4096)
+        record_ping(config, Ping.arriving_now(HW, f"p{k}-{i}", i, -90, 99))
 
 def test_processes_pushing_the_same_file_never_corrupt_it(tmp_path):
     with multiprocessing.get_context("fork").Pool(4) as pool:
@@ -53,3 +53,65 @@ def test_processes_pinging_at_once_keep_whole_lines_and_roll_files(tmp_path):
     # Only the last file may be under the roll size; none grew far past it.
     assert all(f.stat().st_size >= 4096 for f in files[:-1])
     assert all(f.stat().st_size < 4096 + 100 for f in files)
+
+
+# What one process remembers of a folder (chunks._Folder: its last file name
+# and an open descriptor) is trusted only while the folder is unchanged and
+# its mtime has settled. The folders below are made to look settled by
+# setting their mtime an hour back, so the remembered state is really used.
+
+def _settle(folder) -> None:
+    old = time.time() - 3600
+    os.utime(folder, (old, old))
+
+
+def _in_other_process(fn, *args):
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _push(root: str, name: str, offset: int, data: bytes):
+    config = Config(Path(root) / "rd", Path(root) / "var", Path(root) / "db")
+    try:
+        return store_chunk(push_target(config, HW, f"data/readings/{name}"), offset, data, 1 << 24).ack_file
+    except ApiError as exc:
+        return exc.status, exc.extra.get("ack_file")
+
+
+def test_a_file_another_process_adds_to_a_settled_folder_is_acknowledged(tmp_path):
+    folder = tmp_path / "rd" / HW / "data/readings"
+    assert _push(str(tmp_path), "readings-0000.tsv", 0, b"a\n") == ["readings-0000.tsv", 2, 2]
+    _settle(folder)
+    assert _push(str(tmp_path), "readings-0000.tsv", 2, b"b\n") == ["readings-0000.tsv", 4, 4]
+    assert _push(str(tmp_path), "readings-0000.tsv", 4, b"c\n") == ["readings-0000.tsv", 6, 6]  # from memory
+    assert _in_other_process(_push, str(tmp_path), "readings-0001.tsv", 0, b"x\n") == ["readings-0001.tsv", 2, 2]
+    # This process must not answer from what it remembered: 0001 is the last file now.
+    assert _push(str(tmp_path), "readings-0000.tsv", 6, b"d\n") == ["readings-0001.tsv", 2, 2]
+    assert (folder / "readings-0000.tsv").read_bytes() == b"a\nb\nc\nd\n"
+
+
+def test_a_folder_superseded_by_another_process_is_not_written_through_a_kept_descriptor(tmp_path):
+    folder = tmp_path / "rd" / HW / "data/readings"
+    assert _push(str(tmp_path), "readings-0000.tsv", 0, b"old card\n") == ["readings-0000.tsv", 9, 9]
+    _settle(folder)
+    assert _push(str(tmp_path), "readings-0000.tsv", 9, b"more\n") == ["readings-0000.tsv", 14, 14]
+    # Another process sees a new card's first bytes: it moves the folder aside and starts afresh.
+    assert _in_other_process(_push, str(tmp_path), "readings-0000.tsv", 0, b"NEW\n") == ["readings-0000.tsv", 4, 4]
+    # This process still has the old file open; its next chunk must go by the new one.
+    assert _push(str(tmp_path), "readings-0000.tsv", 14, b"late\n") == (416, ["readings-0000.tsv", 4, 4])
+    assert _push(str(tmp_path), "readings-0000.tsv", 4, b"next\n") == ["readings-0000.tsv", 9, 9]
+    assert (folder / "readings-0000.tsv").read_bytes() == b"NEW\nnext\n"
+    [old] = (tmp_path / "rd" / HW / "superseded").glob("*/data/readings/readings-0000.tsv")
+    assert old.read_bytes() == b"old card\nmore\n"
+
+
+def test_many_folders_keep_a_bounded_number_of_files_open(tmp_path):
+    config = Config(tmp_path / "rd", tmp_path / "var", tmp_path / "db")
+    before = len(os.listdir("/proc/self/fd"))
+    units = [f"co2unit-{i:012x}" for i in range(3 * FOLDERS_MAX)]
+    for rounds in range(2):
+        for hw in units:
+            target = push_target(config, hw, "errors/errors-0000.txt")
+            store_chunk(target, rounds * 2, b"e\n", 1000)
+    assert len(os.listdir("/proc/self/fd")) - before <= 2 * FOLDERS_MAX
+    assert all((config.data_dir / hw / "errors/errors-0000.txt").read_bytes() == b"e\ne\n" for hw in units)

@@ -84,14 +84,16 @@ def test_symlinks_inside_the_data_folder_are_refused(config, tmp_path):
     unit = config.data_dir / HW
     unit.mkdir(parents=True)
     (unit / "data").symlink_to(outside)
-    with pytest.raises(ApiError) as err:
-        push_target(config, HW, "data/readings/readings-0000.tsv")
+    target = push_target(config, HW, "data/readings/readings-0000.tsv")  # names only
+    with pytest.raises(ApiError) as err:  # the folder is checked when writing, under its lock
+        store_chunk(target, 0, b"x", 1000)
     assert err.value.code == "SYMLINK_REFUSED"
+    assert list(outside.iterdir()) == []
     (unit / "errors").mkdir()
     (unit / "errors" / "errors-0000.txt").symlink_to(outside / "target")
-    target = push_target(config, HW, "errors/errors-0000.txt")  # the folder is fine...
-    with pytest.raises(ApiError) as err:  # ...the file is opened without following links
-        store_chunk(target, 0, b"x", 1000, config.locks_dir)
+    target = push_target(config, HW, "errors/errors-0000.txt")
+    with pytest.raises(ApiError) as err:  # the folder is fine, the file is opened without following links
+        store_chunk(target, 0, b"x", 1000)
     assert err.value.code == "SYMLINK_REFUSED"
     assert not (outside / "target").exists()
     (unit / "updates").symlink_to(outside)
@@ -101,16 +103,30 @@ def test_symlinks_inside_the_data_folder_are_refused(config, tmp_path):
 
 def test_a_folder_swapped_for_a_symlink_after_use_is_refused(config, tmp_path):
     target = push_target(config, HW, "data/readings/readings-0000.tsv")
-    store_chunk(target, 0, b"first\n", 1000, config.locks_dir)
-    push_target(config, HW, "data/readings/readings-0000.tsv")  # verified, remembered
+    store_chunk(target, 0, b"first\n", 1000)
+    store_chunk(target, 6, b"second\n", 1000)  # the folder was verified and remembered
     outside = tmp_path / "outside"
     (outside / "readings").mkdir(parents=True)
     unit = config.data_dir / HW
     (unit / "data").rename(tmp_path / "moved")
     (unit / "data").symlink_to(outside)
     with pytest.raises(ApiError) as err:
-        push_target(config, HW, "data/readings/readings-0000.tsv")
+        store_chunk(target, 0, b"first\n", 1000)
     assert err.value.code == "SYMLINK_REFUSED"
+    assert list((outside / "readings").iterdir()) == []
+
+
+def test_a_file_where_the_folder_should_be_is_refused(config):
+    unit = config.data_dir / HW
+    unit.mkdir(parents=True)
+    (unit / "errors").write_bytes(b"not a folder")
+    for relpath in ("errors/errors-0000.txt", "data/readings/readings-0000.tsv"):
+        if relpath.startswith("data"):
+            (unit / "data").write_bytes(b"not a folder either")
+        with pytest.raises(ApiError) as err:
+            store_chunk(push_target(config, HW, relpath), 0, b"x", 1000)
+        assert (err.value.status, err.value.code) == (403, "NOT_A_FOLDER")
+    assert (unit / "errors").read_bytes() == b"not a folder"
 
 
 @pytest.mark.parametrize("raw", [

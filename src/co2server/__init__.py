@@ -59,12 +59,15 @@ def create_app(config: Config | None = None) -> Flask:
 
     unit = f"/{config.url_key}/ou" if config.url_key else "/ou"
 
+    unit_prefix = unit + "/"
+
     @app.before_request
     def refuse_odd_unit_paths():
-        raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or request.path
+        environ = request.environ
+        raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or request.path
         raw_path = raw.split("?", 1)[0]
         # Check the raw path too: uWSGI resolves '..' before routing.
-        if raw_path.startswith(unit + "/") or request.path.startswith(unit + "/"):
+        if raw_path.startswith(unit_prefix) or request.path.startswith(unit_prefix):
             check_raw_path(raw_path)
 
     api = ServerApi(app)

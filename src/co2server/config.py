@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -80,23 +81,28 @@ class Config:
     # Not settings but fixed by the formats (DATA-FORMATS.md).
     pings_roll_bytes: int = field(default=100 * 1024)
 
-    @property
+    # Derived paths and the compiled pattern, made once: requests use them all the time.
+    @cached_property
     def pings_dir(self) -> Path:
         return self.var_dir / "pings"
 
-    @property
+    @cached_property
     def pub_dir(self) -> Path:
         return self.var_dir / "pub"
 
-    @property
+    @cached_property
     def locks_dir(self) -> Path:
         return self.var_dir / "locks"
 
-    @property
+    @cached_property
+    def pings_lock(self) -> str:
+        return str(self.locks_dir / "pings.lock")
+
+    @cached_property
     def update_fetches_log(self) -> Path:
         return self.var_dir / "update-fetches.tsv"
 
-    @property
+    @cached_property
     def hw_id_re(self) -> re.Pattern[str]:
         return re.compile(self.hw_id_pattern)
 

@@ -148,12 +148,23 @@ class PingTableWriter:
             try:
                 conn = writer.get()
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                for start in range(0, len(batch), ROWS_PER_INSERT):
+                    rows = batch[start:start + ROWS_PER_INSERT]
+                    conn.execute(_insert_pings_sql(len(rows)), [value for row in rows for value in row])
                 conn.execute("COMMIT")
             except sqlite3.Error:
                 writer.skip_until = time.monotonic() + BACKOFF_S  # locked or broken: stand back a moment
                 writer.reset()
                 raise
+
+
+# Rows per INSERT statement: one statement step (one release of the GIL)
+# inserts them all; executemany would step once per row.
+ROWS_PER_INSERT = 100
+
+
+def _insert_pings_sql(rows: int) -> str:
+    return "INSERT OR IGNORE INTO pings VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
 
 
 _ping_writers: PerProcess[PingTableWriter] = PerProcess(lambda path: PingTableWriter(Path(path)))

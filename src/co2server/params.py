@@ -1,4 +1,9 @@
-"""Small, strict readers for query parameters (no reqparse: its docs deprecate it)."""
+"""Small, strict readers for query parameters (no reqparse: its docs deprecate it).
+
+The query string is parsed once per request. Units send plain values, so the
+common case is split by hand; anything percent-encoded goes through
+urllib's parse_qs, which decodes it.
+"""
 
 from __future__ import annotations
 
@@ -12,26 +17,39 @@ from .errors import ApiError
 
 _INT_RE = re.compile(r"-?[0-9]{1,30}")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_PRINTABLE_RE = re.compile(r"[!-~]+")  # printable ASCII without space
 
 
 def config() -> Config:
     return current_app.config["CO2"]
 
 
-def _query() -> dict[str, list[str]]:
-    """The query string, parsed once per request (lighter than request.args)."""
-    environ = request.environ
-    parsed = environ.get("co2server.query")
-    if parsed is None:
-        parsed = environ["co2server.query"] = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+def parse_query(query_string: str) -> dict[str, list[str]]:
+    """name -> values, as parse_qs(keep_blank_values=True) gives them."""
+    if "%" in query_string or "+" in query_string:
+        return parse_qs(query_string, keep_blank_values=True)
+    parsed: dict[str, list[str]] = {}
+    for pair in query_string.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            if name in parsed:
+                parsed[name].append(value)
+            else:
+                parsed[name] = [value]
     return parsed
 
 
 def _single(name: str) -> str | None:
-    values = _query().get(name, ())
+    environ = request.environ
+    parsed = environ.get("co2server.query")
+    if parsed is None:
+        parsed = environ["co2server.query"] = parse_query(environ.get("QUERY_STRING", ""))
+    values = parsed.get(name)
+    if values is None:
+        return None
     if len(values) > 1:
         raise ApiError(400, "BAD_QUERY", f"query parameter {name!r} is given {len(values)} times")
-    return values[0] if values else None
+    return values[0]
 
 
 def query_int(name: str, *, required: bool = False, minimum: int | None = None,
@@ -67,7 +85,7 @@ def query_text(name: str, *, max_len: int = 64) -> str | None:
     raw = _single(name)
     if raw is None:
         return None
-    if not raw or len(raw) > max_len or not all("!" <= c <= "~" for c in raw):
+    if len(raw) > max_len or not _PRINTABLE_RE.fullmatch(raw):
         raise ApiError(
             400, "BAD_QUERY",
             f"query parameter {name!r} must be 1 to {max_len} printable ASCII characters without spaces",

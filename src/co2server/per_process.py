@@ -12,10 +12,15 @@ T = TypeVar("T")
 
 
 class PerProcess(Generic[T]):
-    """`get(key)` returns this process's object for `key`, made by `factory(key)` on first use."""
+    """`get(key)` returns this process's object for `key`, made by `factory(key)` on first use.
 
-    def __init__(self, factory: Callable[[str], T]):
+    With `max_items`, the oldest object is dropped from the registry when a
+    new one would exceed it (its users keep their references).
+    """
+
+    def __init__(self, factory: Callable[[str], T], max_items: int | None = None):
         self.factory = factory
+        self.max_items = max_items
         self.items: dict[str, tuple[int, T]] = {}
         self.lock = threading.Lock()
 
@@ -26,5 +31,7 @@ class PerProcess(Generic[T]):
             with self.lock:
                 item = self.items.get(key)
                 if item is None or item[0] != pid:
+                    if self.max_items is not None and len(self.items) >= self.max_items:
+                        del self.items[next(iter(self.items))]
                     item = self.items[key] = (pid, self.factory(key))
         return item[1]

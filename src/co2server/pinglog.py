@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
+from .config import Config
 from .per_process import PerProcess
 from .seqfiles import choose_append_file, fsync_dir, locked_hot, make_dirs_durable
 
 
-@dataclass(frozen=True)
-class Ping:
+class Ping(NamedTuple):
     ping_ts: str
     unit_id: str
     nickname: str | None
@@ -24,116 +23,94 @@ class Ping:
 
     @classmethod
     def arriving_now(cls, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw) -> Ping:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        now = datetime.now(UTC).isoformat(timespec="microseconds")[:26]  # no zone: 2019-10-07T03:23:39.980794
         return cls(now, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw)
 
     def tsv_line(self) -> bytes:
-        fields = (self.ping_ts, self.unit_id, self.nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
-        return ("\t".join("None" if f is None else str(f) for f in fields) + "\n").encode("ascii")
+        return ("\t".join(["None" if f is None else str(f) for f in self]) + "\n").encode("ascii")
 
     def db_row(self) -> tuple:
-        date, _, time = self.ping_ts.partition("T")
-        return (self.ping_ts, date, time, self.unit_id, self.nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
+        ts = self.ping_ts
+        return (ts, ts[:10], ts[11:], *self[1:])
+
+
+class _LogFile:
+    """One open pings log file. A writer keeps a reference to it while it
+    fsyncs outside the lock, so the descriptor is closed only once the last
+    writer let go (CPython frees it at that moment), never under a fsync."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd = fd
+
+    def __del__(self):
+        os.close(self.fd)
 
 
 class _OpenLog:
-    """This process's open pings log file, with group commit of its fsyncs.
+    """This process's current pings log file.
 
-    Every line is written under the cross-process pings lock. Making it
-    durable happens after the lock: the first waiting thread becomes the
-    leader and fsyncs once for every line written so far, the others wait for
-    that (or the next) fsync. A ping is answered only after an fsync that
-    began after its line was written has finished; under load one fsync
-    serves many pings, which saves CPU (each fsync costs disk I/O
-    notifications and thread wake-ups) without weakening that rule.
+    Every line is written under the cross-process pings lock and fsynced by
+    its own request after the lock is released: concurrent fsyncs of one file
+    are committed together by the kernel (one ext4 journal commit serves all
+    that are waiting), so there is nothing to gain from grouping them in
+    Python, and waking threads from a shared condition cost more CPU than it
+    saved (bench/README.md).
     """
 
     def __init__(self, pings_dir: Path):
         self.pings_dir = pings_dir
-        self.path: Path | None = None
-        self.fd = -1  # used only under the pings lock
-        self.cond = threading.Condition()
-        self.sync_fd = -1  # a duplicate of fd, for the leader; replaced under cond
-        self.written = 0  # number of the last line written by this process
-        self.synced = 0  # lines up to this number are on disk
-        self.leader = False
+        self.file: _LogFile | None = None  # replaced only under the pings lock
 
-    def current(self, roll_bytes: int) -> int:
-        """The size of the file to append to, opening or rolling over first if needed.
+    def _current(self, roll_bytes: int) -> tuple[_LogFile, int]:
+        """The file to append to and its size, opening or rolling over first if needed.
 
         The file is given up when it reached the roll size (every process sees
         that size, so a process that did not roll over itself finds the next
         file on its following ping) or when it was deleted. Called under the
         pings lock.
         """
-        if self.fd >= 0:
-            st = os.fstat(self.fd)
+        current = self.file
+        if current is not None:
+            st = os.fstat(current.fd)
             if st.st_size < roll_bytes and st.st_nlink > 0:
-                return st.st_size
-            os.fsync(self.fd)  # lines waiting for the leader are in this file
-            with self.cond:
-                self.synced = self.written
-            os.close(self.fd)
-            self.fd = -1
+                return current, st.st_size
+            self.file = None
         path = choose_append_file(self.pings_dir, "pings", ".tsv", roll_bytes)
         make_dirs_durable(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        current = _LogFile(path, fd)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
             raise OSError(f"{path} is not a regular file")
         if st.st_size == 0:
             fsync_dir(path.parent)
-        self.path, self.fd = path, fd
-        with self.cond:
-            if self.sync_fd >= 0:
-                os.close(self.sync_fd)
-            self.sync_fd = os.dup(fd)
-        return st.st_size
+        self.file = current
+        return current, st.st_size
 
-    def append(self, line: bytes, roll_bytes: int) -> int:
-        """Write one line (under the pings lock); return its number for wait_durable."""
-        size = self.current(roll_bytes)
+    def append(self, line: bytes, roll_bytes: int) -> _LogFile:
+        """Write one line (under the pings lock); return the file it went to."""
+        current, size = self._current(roll_bytes)
         try:
-            written = os.write(self.fd, line)
+            written = os.write(current.fd, line)
             if written != len(line):
-                raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+                raise OSError(f"short write to {current.path}: {written} of {len(line)} bytes")
         except OSError:
-            os.ftruncate(self.fd, size)  # never leave half a line for the next ping to follow
+            os.ftruncate(current.fd, size)  # never leave half a line for the next ping to follow
             raise
-        with self.cond:
-            self.written += 1
-            return self.written
-
-    def wait_durable(self, number: int) -> None:
-        """Return once line `number` is fsynced (leading an fsync if nobody is)."""
-        with self.cond:
-            while self.synced < number:
-                if self.leader:
-                    self.cond.wait()
-                    continue
-                self.leader = True
-                target = self.written
-                fd = os.dup(self.sync_fd)
-                self.cond.release()
-                try:
-                    os.fsync(fd)
-                finally:  # on failure, the exception goes to this ping; others try again
-                    os.close(fd)
-                    self.cond.acquire()
-                    self.leader = False
-                    self.cond.notify_all()
-                self.synced = max(self.synced, target)
+        return current
 
 
-_open_logs: PerProcess[_OpenLog] = PerProcess(lambda folder: _OpenLog(Path(folder)))
+_open_logs: PerProcess[_OpenLog] = PerProcess(_OpenLog)  # by pings folder
 
 
-def record_ping(pings_dir: Path, locks_dir: Path, ping: Ping, roll_bytes: int) -> Path:
+def record_ping(config: Config, ping: Ping) -> Path:
     """Append the ping to the current log file and return once it is on disk."""
-    log = _open_logs.get(str(pings_dir))
-    with locked_hot(locks_dir / "pings.lock"):
-        number = log.append(ping.tsv_line(), roll_bytes)
-        path = log.path
-    log.wait_durable(number)
-    return path
+    log = _open_logs.get(config.pings_dir)
+    line = ping.tsv_line()
+    with locked_hot(config.pings_lock):
+        written_to = log.append(line, config.pings_roll_bytes)
+    os.fsync(written_to.fd)  # the line is in this file's page cache; make it durable
+    return written_to.path

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .config import Config
 from .errors import ApiError
@@ -25,12 +25,20 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 # sends plain names, so a '%' can only be an attempt to smuggle '/', '.' or NUL
 # past the checks below.
 _RAW_PATH_RE = re.compile(r"[A-Za-z0-9._/~-]*")
+# A raw path that passes every check below, in one match (the common case).
+_GOOD_RAW_PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
 
 PUSH_FOLDERS = "errors/ or data/<folder>/"
+# An upload path that push_target accepts, in one match (the common case);
+# anything else goes through the checks that say what is wrong.
+_NAME = NAME_RE.pattern
+_GOOD_PUSH_RE = re.compile(rf"(?:errors|data/{_NAME})/{_NAME}")
 
 
 def check_raw_path(raw_path: str) -> None:
     """Refuse percent-encoding, control characters and the like in the URL path."""
+    if _GOOD_RAW_PATH_RE.fullmatch(raw_path):
+        return
     if not _RAW_PATH_RE.fullmatch(raw_path):
         bad = next(c for c in raw_path if not _RAW_PATH_RE.fullmatch(c))
         raise ApiError(
@@ -68,14 +76,14 @@ def _split(relpath: str) -> list[str]:
     return parts
 
 
-def refuse_symlinks(base: Path, parts: list[str] | tuple[str, ...]) -> None:
+def refuse_symlinks(base: Path | str, parts: list[str] | tuple[str, ...]) -> None:
     """Fail if `base` or any existing component of base/parts is a symlink."""
     path = os.fspath(base)  # plain strings: this runs on every request
     for part in ("", *parts):
         path = f"{path}/{part}" if part else path
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         if stat.S_ISLNK(st.st_mode):
             raise ApiError(403, "SYMLINK_REFUSED", f"{'/'.join(parts) or '.'} passes through a symbolic link on the server")
@@ -89,31 +97,16 @@ _verified_folders: dict[str, tuple[int, int]] = {}
 _VERIFIED_MAX = 10_000
 
 
-def _refuse_symlinks_to_folder(unit_dir: Path, folder: tuple[str, ...], folder_dir: str) -> None:
-    try:
-        st = os.lstat(folder_dir)
-    except OSError:
-        refuse_symlinks(unit_dir, folder)  # not there yet: check what is
-        return
-    identity = (st.st_dev, st.st_ino)
-    if stat.S_ISDIR(st.st_mode) and _verified_folders.get(folder_dir) == identity:
-        return
-    refuse_symlinks(unit_dir, folder)
-    if len(_verified_folders) >= _VERIFIED_MAX:
-        _verified_folders.clear()
-    _verified_folders[folder_dir] = identity
+class PushTarget(NamedTuple):
+    """Where one upload goes, as plain strings (every chunk uses them)."""
 
-
-@dataclass(frozen=True)
-class PushTarget:
     hw_id: str
-    unit_dir: Path
+    unit_dir: str
     folder: tuple[str, ...]  # ("errors",) or ("data", "readings")
     name: str
-    # The same as plain strings, built once: every chunk uses them.
     folder_dir: str
     file_path: str
-    lock_name: str
+    lock_path: str  # the folder's lock file: every change to the folder happens under it
 
     @property
     def folder_path(self) -> Path:
@@ -121,24 +114,51 @@ class PushTarget:
 
 
 def push_target(config: Config, hw_id: str, relpath: str) -> PushTarget:
+    """Check the names of an upload (nothing on disk yet: see check_push_folder)."""
     check_hw_id(config, hw_id)
-    parts = _split(relpath)
-    if parts[0] == "updates":
-        raise ApiError(403, "PUSH_NOT_ALLOWED", "uploads into updates/ are never accepted")
-    allowed = (len(parts) == 2 and parts[0] == "errors") or (len(parts) == 3 and parts[0] == "data")
-    if not allowed:
+    if _GOOD_PUSH_RE.fullmatch(relpath):
+        parts = relpath.split("/")
+    else:
+        parts = _split(relpath)
+        if parts[0] == "updates":
+            raise ApiError(403, "PUSH_NOT_ALLOWED", "uploads into updates/ are never accepted")
         raise ApiError(
             403,
             "PUSH_NOT_ALLOWED",
             f"uploads are accepted only as files directly in {PUSH_FOLDERS}, not {relpath[:120]!r}",
         )
-    unit_dir = config.data_dir / hw_id
-    folder, name = tuple(parts[:-1]), parts[-1]
-    folder_dir = os.path.join(unit_dir, *folder)
-    # The file itself is opened with O_NOFOLLOW (chunks.py): a symlink there fails.
-    _refuse_symlinks_to_folder(unit_dir, folder, folder_dir)
-    lock_name = "__".join((hw_id, *folder)) + ".lock"
-    return PushTarget(hw_id, unit_dir, folder, name, folder_dir, os.path.join(folder_dir, name), lock_name)
+    name = parts.pop()
+    folder = tuple(parts)
+    unit_dir = f"{config.data_dir}/{hw_id}"
+    folder_dir = f"{unit_dir}/{'/'.join(folder)}"
+    lock_path = f"{config.locks_dir}/{hw_id}__{'__'.join(folder)}.lock"
+    return PushTarget(hw_id, unit_dir, folder, name, folder_dir, f"{folder_dir}/{name}", lock_path)
+
+
+def check_push_folder(target: PushTarget) -> os.stat_result | None:
+    """Refuse a symlink on the way to the upload's folder; return the folder's lstat (None: not there yet).
+
+    Called under the folder's lock, right before writing. The file itself is
+    opened with O_NOFOLLOW (chunks.py): a symlink there fails too.
+    """
+    try:
+        st = os.lstat(target.folder_dir)
+    except FileNotFoundError:
+        refuse_symlinks(target.unit_dir, target.folder)  # check what is there
+        return None
+    except NotADirectoryError:
+        refuse_symlinks(target.unit_dir, target.folder)
+        raise ApiError(403, "NOT_A_FOLDER", f"{'/'.join(target.folder)} is not a folder on the server") from None
+    identity = (st.st_dev, st.st_ino)
+    if stat.S_ISDIR(st.st_mode) and _verified_folders.get(target.folder_dir) == identity:
+        return st
+    refuse_symlinks(target.unit_dir, target.folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ApiError(403, "NOT_A_FOLDER", f"{'/'.join(target.folder)} is not a folder on the server")
+    if len(_verified_folders) >= _VERIFIED_MAX:
+        _verified_folders.clear()
+    _verified_folders[target.folder_dir] = identity
+    return st
 
 
 def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:

@@ -1,11 +1,12 @@
 """Sequential, append-only files on disk: listing, locking, durable writes.
 
 Locks are `flock` on a lock file, so they hold between uWSGI processes. A
-per-file lock is opened afresh by each caller (separate open file
-descriptions exclude each other between threads too). A hot lock, taken by
-every request of a kind (the pings log), keeps its file open per process and
-queues the threads of a process on a `threading.Lock` first, so only one
-thread per process waits in the kernel and the GIL is not passed around.
+lock taken rarely is opened afresh by each caller (`locked`; separate open
+file descriptions exclude each other between threads too). A hot lock, taken
+by many requests (the pings log; chunks.py's upload folders), keeps its file
+open per process and queues the threads of a process on a `threading.Lock`
+first (`HotLock`, `locked_hot`), so only one thread per process waits in the
+kernel and each use costs two system calls instead of four.
 """
 
 from __future__ import annotations
@@ -23,8 +24,41 @@ from .per_process import PerProcess
 
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
-# Hot locks: lock file path -> (thread lock, lock file descriptor kept open).
-_hot_locks: PerProcess[tuple[threading.Lock, int]] = PerProcess(lambda path: (threading.Lock(), _open_lock_file(path)))
+
+class HotLock:
+    """A lock file kept open by this process, and the lock its threads queue on.
+
+    Dropped from the registry when it is full, it stays open (and locked)
+    for as long as a thread still holds it; the file is closed when the last
+    reference goes. Meanwhile a new HotLock for the same file excludes that
+    thread through the kernel: two open file descriptions never share a flock.
+    """
+
+    __slots__ = ("thread_lock", "fd")
+
+    def __init__(self, lock_path: str):
+        self.thread_lock = threading.Lock()
+        self.fd = _open_lock_file(lock_path)
+
+    def __enter__(self) -> None:
+        self.thread_lock.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.thread_lock.release()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.thread_lock.release()
+
+    def __del__(self):
+        os.close(self.fd)
+
+
+_hot_locks: PerProcess[HotLock] = PerProcess(HotLock, max_items=16)
 
 
 def _open_lock_file(lock_path: Path | str) -> int:
@@ -46,16 +80,9 @@ def locked(lock_path: Path | str) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-@contextlib.contextmanager
-def locked_hot(lock_path: Path) -> Iterator[None]:
-    """`locked` for a lock that every request of a kind takes (see the module doc)."""
-    thread_lock, fd = _hot_locks.get(str(lock_path))
-    with thread_lock:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+def locked_hot(lock_path: str) -> HotLock:
+    """`locked` for a lock that many requests take (see the module doc): `with locked_hot(path):`."""
+    return _hot_locks.get(lock_path)
 
 
 def fsync_dir(path: Path | str) -> None:

@@ -11,6 +11,8 @@ from .pinglog import Ping, record_ping
 from .safe_paths import check_hw_id
 
 SIGNAL_LIMIT = 100_000
+# The signal parameters: integers, absent or 'None' when the unit could not read them.
+_SIGNAL = {"minimum": -SIGNAL_LIMIT, "maximum": SIGNAL_LIMIT, "none_literal": True}
 
 
 class AlivePing(Resource):
@@ -18,14 +20,13 @@ class AlivePing(Resource):
         cfg = config()
         check_hw_id(cfg, hw_id)
         nickname = query_text("site_code")
-        signal = {
-            name: query_int(name, minimum=-SIGNAL_LIMIT, maximum=SIGNAL_LIMIT, none_literal=True)
-            for name in ("rssi_raw", "rssi_dbm", "ber_raw")
-        }
         ping = Ping.arriving_now(
-            hw_id, None if nickname == "None" else nickname,
-            signal["rssi_raw"], signal["rssi_dbm"], signal["ber_raw"],
+            hw_id,
+            None if nickname == "None" else nickname,
+            query_int("rssi_raw", **_SIGNAL),
+            query_int("rssi_dbm", **_SIGNAL),
+            query_int("ber_raw", **_SIGNAL),
         )
-        record_ping(cfg.pings_dir, cfg.locks_dir, ping, cfg.pings_roll_bytes)
+        record_ping(cfg, ping)
         insert_ping(cfg.db_path, ping.db_row())  # queued: the TSV line above is the record
         return Response("OK\n", mimetype="text/plain")

@@ -33,10 +33,16 @@ def _discard(stream, length: int) -> None:
 
 def read_body(limit: int) -> bytes:
     """The whole request body, refusing one over `limit` before reading it."""
-    if request.headers.get("Transfer-Encoding"):
+    environ = request.environ
+    if environ.get("HTTP_TRANSFER_ENCODING"):
         raise ApiError(411, "LENGTH_REQUIRED", "send the chunk with a Content-Length, not chunked")
-    length = request.content_length or 0
-    stream = request.environ["wsgi.input"]
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = -1
+    if length < 0:
+        raise ApiError(400, "BAD_CONTENT_LENGTH", "Content-Length is not a number of bytes")
+    stream = environ["wsgi.input"]
     if length > limit:
         _discard(stream, length)
         raise ApiError(413, "CHUNK_TOO_LARGE", f"chunk of {length} bytes is over the limit of {limit} (CO2_MAX_CHUNK_BYTES)")
@@ -52,7 +58,7 @@ def read_body(limit: int) -> bytes:
         raise ApiError(400, "INCOMPLETE_BODY", f"the connection ended after {got} of {length} bytes: {exc}") from None
     if got != length:
         raise ApiError(400, "INCOMPLETE_BODY", f"the body ended after {got} of {length} bytes")
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class PushSequential(Resource):
@@ -61,7 +67,7 @@ class PushSequential(Resource):
         target = push_target(cfg, hw_id, relpath)
         offset = query_int("offset", required=True, minimum=0, maximum=MAX_OFFSET)
         data = read_body(cfg.max_chunk_bytes)
-        result = store_chunk(target, offset, data, cfg.max_file_bytes, cfg.locks_dir)
+        result = store_chunk(target, offset, data, cfg.max_file_bytes)
         if result.written:  # uWSGI's request log has every chunk; this is for debugging
             log.debug("stored %s %s offset=%d +%d bytes", hw_id, relpath, offset, result.written)
         return json_response({"ack_file": result.ack_file})
