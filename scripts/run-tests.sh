@@ -3,9 +3,10 @@
 #
 # - the venv (.venv) with requirements-dev.txt (pytest, Playwright's Python
 #   package; uWSGI is compiled from requirements.txt);
-# - Chromium from Debian's packages for the browser tests: installed with
-#   apt-get when missing and we are root (always so in CI). Elsewhere the
-#   browser tests are reported as skipped, with how to install it.
+# - Chromium from Debian's packages for the browser tests, and strace for
+#   the tests that watch the server fsync before it answers: installed with
+#   apt-get when missing and we are root (always so in CI). Elsewhere those
+#   tests are reported as skipped, with how to install what they need.
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
 set -euo pipefail
 
@@ -15,14 +16,19 @@ find_chromium() {
   command -v chromium || command -v chromium-browser || true
 }
 
-ensure_chromium() {
-  if [[ -n "$(find_chromium)" ]]; then
+ensure_packages() {
+  local missing=()
+  [[ -n "$(find_chromium)" ]] || missing+=(chromium fonts-dejavu-core)
+  command -v strace >/dev/null || missing+=(strace)
+  if [[ "${#missing[@]}" -eq 0 ]]; then
     return 0
   fi
   if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "run-tests: installing Debian's chromium for the browser tests" >&2
+    echo "run-tests: installing Debian's ${missing[*]} for the tests" >&2
     apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+  elif [[ -n "$(find_chromium)" ]]; then
+    return 0  # strace alone is missing: those few tests say so when skipped
   elif [[ "${CI:-}" == "true" ]]; then
     echo "error: Chromium is missing and cannot be installed (not root or no apt-get)" >&2
     exit 1
@@ -34,7 +40,7 @@ ensure_chromium() {
 
 main() {
   "${ROOT}/scripts/setup-venv.sh" "${ROOT}/requirements-dev.txt"
-  ensure_chromium
+  ensure_packages
   export CO2_CHROMIUM="${CO2_CHROMIUM:-$(find_chromium)}"
   cd "${ROOT}"
   local rc=0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +139,60 @@ class UwsgiServer:
 
     def request(self, method: str, path: str, body: bytes | None = None, **kw):
         return http_request(self.port, method, path, body, **kw)
+
+    @contextlib.contextmanager
+    def traced(self, syscalls: str) -> Iterator[SyscallTrace]:
+        """Record the workers' `syscalls` (strace, every thread) while the block runs."""
+        strace = shutil.which("strace")
+        if strace is None:
+            if os.environ.get("CI") == "true":
+                raise AssertionError("strace is missing; scripts/run-tests.sh installs it as root")
+            pytest.skip("strace is not installed (as root: apt-get install strace)")
+        out, err = self.root / "strace.txt", self.root / "strace.err"
+        args = [strace, "-f", "-tt", "-y", "-s", "80", "-e", f"trace={syscalls}", "-o", str(out)]
+        pids = self.worker_pids()
+        for pid in pids:
+            args += ["-p", str(pid)]
+        with open(err, "w") as err_file:
+            proc = subprocess.Popen(args, stderr=err_file)
+        trace = SyscallTrace()
+        try:
+            deadline = time.monotonic() + 10
+            while err.read_text().count(" attached") < len(pids):  # "Process N attached with M threads"
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"strace did not attach: {err.read_text()[-500:]}")
+                time.sleep(0.02)
+            yield trace
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        trace.lines = out.read_text().splitlines()
+
+
+# One strace line: "<tid> <time> <syscall>(<args>) = <result>", or the halves
+# of a call that another thread interrupted ("... <unfinished ...>" and
+# "<... fsync resumed>...").
+_TRACE_RE = re.compile(r"(\d+) \S+ (?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)")
+
+
+@dataclass
+class SyscallTrace:
+    lines: list[str] = field(default_factory=list)
+
+    def before_answers(self) -> list[list[str]]:
+        """Per HTTP answer the workers wrote: the completed calls its thread made since its previous answer."""
+        done: dict[str, list[str]] = {}
+        answers = []
+        for line in self.lines:
+            match = _TRACE_RE.match(line)
+            if not match or line.endswith("<unfinished ...>"):
+                continue
+            tid, call, rest = match.group(1), match.group(2) or match.group(3), match.group(4)
+            if call in ("write", "writev", "sendto", "sendmsg") and '"HTTP/1.' in rest:
+                answers.append(done.pop(tid, []))
+            else:
+                done.setdefault(tid, []).append(f"{call}({rest}")
+        return answers
 
 
 @pytest.fixture

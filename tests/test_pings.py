@@ -91,6 +91,17 @@ def test_ping_is_answered_when_the_database_is_broken(make_server, tmp_path):
     assert health.json()["database"].startswith("error")
 
 
+def test_ping_line_is_fsynced_before_the_answer(server):
+    """The thread that logs a ping writes its line and fsyncs the log before it answers 200."""
+    with server.traced("fsync,fdatasync,write,writev,sendto,sendmsg") as trace:
+        for nickname in ("first", "second"):
+            assert http_request(server.port, "POST", f"/ou/{HW}/alive?site_code={nickname}").status == 200
+    log = f"{server.var_dir / 'pings' / 'pings-0000.tsv'}>"
+    for nickname, calls in zip(("first", "second"), trace.before_answers(), strict=True):
+        wrote = next(i for i, c in enumerate(calls) if c.startswith("write(") and log in c and f"\\t{nickname}\\t" in c)
+        assert any(c.startswith(("fsync(", "fdatasync(")) and log + ") = 0" in c for c in calls[wrote:]), calls
+
+
 def test_many_pings_at_once_stay_whole(server):
     def ping_many(k):
         for i in range(40):

@@ -229,11 +229,16 @@ def test_crash_loses_nothing_acknowledged(server, tmp_path):
 
 
 def test_bytes_are_fsynced_before_the_answer(server):
-    """The answer comes after the write reached the file (readable from another process)."""
-    reply = push(server.port, HW, "errors/errors-0000.txt", 0, b"abc\n")
-    assert reply.status == 200
-    fd = os.open(server.data_dir / HW / "errors/errors-0000.txt", os.O_RDONLY)
-    try:
-        assert os.read(fd, 10) == b"abc\n"
-    finally:
-        os.close(fd)
+    """The thread that stores a chunk fsyncs the file (and a new file's folder) before it answers."""
+    relpath = "errors/errors-0000.txt"
+    with server.traced("fsync,fdatasync,write,writev,sendto,sendmsg") as trace:
+        assert push(server.port, HW, relpath, 0, b"abc\n").status == 200  # a new file
+        assert push(server.port, HW, relpath, 4, b"def\n").status == 200  # an append
+    new_file, append = trace.before_answers()
+    path = f"{server.data_dir / HW / relpath}>"
+    assert any(c.startswith("fsync(") and path + ") = 0" in c for c in new_file), new_file
+    assert any(c.startswith("fsync(") and f"{server.data_dir / HW / 'errors'}>) = 0" in c for c in new_file), new_file
+    assert any(c.startswith("fsync(") and path + ") = 0" in c for c in append), append
+    assert stored(server, HW, relpath) == b"abc\ndef\n"
+
+
