@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -115,3 +117,27 @@ def test_many_folders_keep_a_bounded_number_of_files_open(tmp_path):
             store_chunk(target, rounds * 2, b"e\n", 1000)
     assert len(os.listdir("/proc/self/fd")) - before <= 2 * FOLDERS_MAX
     assert all((config.data_dir / hw / "errors/errors-0000.txt").read_bytes() == b"e\ne\n" for hw in units)
+
+
+def test_a_deleted_lock_file_is_replaced_by_the_one_now_at_its_path(tmp_path):
+    """Someone cleans var/locks while the server runs: the next chunk locks the new file, as others will."""
+    config = Config(tmp_path / "rd", tmp_path / "var", tmp_path / "db")
+    target = push_target(config, HW, "data/readings/readings-0000.tsv")
+    store_chunk(target, 0, b"a\n", 1000)
+    lock = Path(target.lock_path)
+    lock.unlink()
+    store_chunk(target, 2, b"b\n", 1000)
+    assert lock.exists()
+    fd = os.open(lock, os.O_RDWR)
+    try:  # the file at the path is the one this process now holds while it writes
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done = []
+        thread = threading.Thread(target=lambda: done.append(store_chunk(target, 4, b"c\n", 1000)))
+        thread.start()
+        thread.join(0.3)
+        assert not done  # waiting for our lock
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        thread.join(5)
+        assert done and done[0].ack_file == ["readings-0000.tsv", 6, 6]
+    finally:
+        os.close(fd)

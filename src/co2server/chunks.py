@@ -116,7 +116,7 @@ class _Folder(HotLock):
         return last
 
     def __del__(self):
-        if self.file_fd >= 0:
+        if getattr(self, "file_fd", -1) >= 0:
             os.close(self.file_fd)
         super().__del__()
 

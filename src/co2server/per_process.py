@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -18,13 +18,13 @@ class PerProcess(Generic[T]):
     new one would exceed it (its users keep their references).
     """
 
-    def __init__(self, factory: Callable[[str], T], max_items: int | None = None):
+    def __init__(self, factory: Callable[[Hashable], T], max_items: int | None = None):
         self.factory = factory
         self.max_items = max_items
-        self.items: dict[str, tuple[int, T]] = {}
+        self.items: dict[Hashable, tuple[int, T]] = {}
         self.lock = threading.Lock()
 
-    def get(self, key: str) -> T:
+    def get(self, key: Hashable) -> T:
         pid = os.getpid()
         item = self.items.get(key)
         if item is None or item[0] != pid:

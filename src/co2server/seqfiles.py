@@ -32,18 +32,26 @@ class HotLock:
     for as long as a thread still holds it; the file is closed when the last
     reference goes. Meanwhile a new HotLock for the same file excludes that
     thread through the kernel: two open file descriptions never share a flock.
+    If the lock file is deleted (someone cleaned var/locks), the next use
+    notices and locks the file now at that path, as every other user will.
     """
 
-    __slots__ = ("thread_lock", "fd")
+    __slots__ = ("thread_lock", "path", "fd")
 
     def __init__(self, lock_path: str):
         self.thread_lock = threading.Lock()
+        self.path = lock_path
         self.fd = _open_lock_file(lock_path)
 
     def __enter__(self) -> None:
         self.thread_lock.acquire()
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
+            while os.fstat(self.fd).st_nlink == 0:
+                fd = _open_lock_file(self.path)
+                os.close(self.fd)  # releases the lock on the deleted file
+                self.fd = fd
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             self.thread_lock.release()
             raise
@@ -55,7 +63,9 @@ class HotLock:
             self.thread_lock.release()
 
     def __del__(self):
-        os.close(self.fd)
+        fd = getattr(self, "fd", -1)  # unset when the lock file could not be opened
+        if fd >= 0:
+            os.close(fd)
 
 
 _hot_locks: PerProcess[HotLock] = PerProcess(HotLock, max_items=16)
