@@ -11,7 +11,8 @@
 # Respects CO2_DATA_DIR like the server; run it as the service's user.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly PYTHON="${ROOT}/.venv/bin/python"
 
 main() {

@@ -11,7 +11,8 @@
 # Reads <var dir>/pings/pings-*.tsv (CO2_VAR_DIR, default var/ in the checkout).
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly DATE_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
 
 usage() {

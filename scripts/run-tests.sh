@@ -10,7 +10,8 @@
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 find_chromium() {
   command -v chromium || command -v chromium-browser || true

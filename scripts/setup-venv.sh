@@ -5,7 +5,8 @@
 # since the last successful install.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly VENV="${VENV:-${ROOT}/.venv}"
 readonly REQS="${1:-${ROOT}/requirements.txt}"
 
@@ -22,7 +23,8 @@ main() {
       exit 1
     fi
   fi
-  local stamp="${VENV}/.installed-$(basename "${REQS}")"
+  local stamp
+  stamp="${VENV}/.installed-$(basename "${REQS}")"
   local want
   want="$(cat "${REQS}" "${ROOT}/requirements.txt" | sha256sum | cut -d' ' -f1)"
   if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then

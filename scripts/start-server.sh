@@ -8,7 +8,8 @@
 # variables (README, "Configure"); extra arguments go to uwsgi.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 main() {
   if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
