@@ -169,10 +169,11 @@ class UwsgiServer:
         trace.lines = out.read_text().splitlines()
 
 
-# One strace line: "<tid> <time> <syscall>(<args>) = <result>", or the halves
+# One strace line: "<tid> <time> <syscall>(<args>) = <result>" (strace pads
+# short thread IDs with more spaces), or the halves
 # of a call that another thread interrupted ("... <unfinished ...>" and
 # "<... fsync resumed>...").
-_TRACE_RE = re.compile(r"(\d+) \S+ (?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)")
+_TRACE_RE = re.compile(r"(\d+)\s+\S+ (?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)")
 
 
 @dataclass
@@ -182,16 +183,21 @@ class SyscallTrace:
     def before_answers(self) -> list[list[str]]:
         """Per HTTP answer the workers wrote: the completed calls its thread made since its previous answer."""
         done: dict[str, list[str]] = {}
+        started: dict[str, str] = {}  # tid -> first half of a call another thread interrupted
         answers = []
         for line in self.lines:
             match = _TRACE_RE.match(line)
-            if not match or line.endswith("<unfinished ...>"):
+            if not match:
                 continue
-            tid, call, rest = match.group(1), match.group(2) or match.group(3), match.group(4)
-            if call in ("write", "writev", "sendto", "sendmsg") and '"HTTP/1.' in rest:
+            tid, resumed, call, rest = match.groups()
+            if line.endswith(" <unfinished ...>"):
+                started[tid] = f"{call}({rest.removesuffix(' <unfinished ...>')}"
+                continue
+            text = started.pop(tid, f"{resumed}(") + rest if resumed else f"{call}({rest}"
+            if text.startswith(("write(", "writev(", "sendto(", "sendmsg(")) and '"HTTP/1.' in text:
                 answers.append(done.pop(tid, []))
             else:
-                done.setdefault(tid, []).append(f"{call}({rest}")
+                done.setdefault(tid, []).append(text)
         return answers
 
 
