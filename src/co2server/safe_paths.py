@@ -146,18 +146,16 @@ def check_push_folder(target: PushTarget) -> os.stat_result | None:
     except FileNotFoundError:
         refuse_symlinks(target.unit_dir, target.folder)  # check what is there
         return None
-    except NotADirectoryError:
-        refuse_symlinks(target.unit_dir, target.folder)
-        raise ApiError(403, "NOT_A_FOLDER", f"{'/'.join(target.folder)} is not a folder on the server") from None
-    identity = (st.st_dev, st.st_ino)
-    if stat.S_ISDIR(st.st_mode) and _verified_folders.get(target.folder_dir) == identity:
+    except NotADirectoryError:  # a file stands where a folder on the way should be
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode) and _verified_folders.get(target.folder_dir) == (st.st_dev, st.st_ino):
         return st
     refuse_symlinks(target.unit_dir, target.folder)
-    if not stat.S_ISDIR(st.st_mode):
+    if st is None or not stat.S_ISDIR(st.st_mode):
         raise ApiError(403, "NOT_A_FOLDER", f"{'/'.join(target.folder)} is not a folder on the server")
     if len(_verified_folders) >= _VERIFIED_MAX:
         _verified_folders.clear()
-    _verified_folders[target.folder_dir] = identity
+    _verified_folders[target.folder_dir] = (st.st_dev, st.st_ino)
     return st
 
 
