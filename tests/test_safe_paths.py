@@ -119,14 +119,14 @@ def test_a_folder_swapped_for_a_symlink_after_use_is_refused(config, tmp_path):
 def test_a_file_where_the_folder_should_be_is_refused(config):
     unit = config.data_dir / HW
     unit.mkdir(parents=True)
-    (unit / "errors").write_bytes(b"not a folder")
+    (unit / "errors").write_bytes(b"not a folder")  # the upload's own folder
+    (unit / "data").write_bytes(b"not a folder either")  # a folder on the way to it
     for relpath in ("errors/errors-0000.txt", "data/readings/readings-0000.tsv"):
-        if relpath.startswith("data"):
-            (unit / "data").write_bytes(b"not a folder either")
         with pytest.raises(ApiError) as err:
             store_chunk(push_target(config, HW, relpath), 0, b"x", 1000)
         assert (err.value.status, err.value.code) == (403, "NOT_A_FOLDER")
     assert (unit / "errors").read_bytes() == b"not a folder"
+    assert (unit / "data").read_bytes() == b"not a folder either"
 
 
 @pytest.mark.parametrize("raw", [
