@@ -570,12 +570,13 @@ def main() -> int:
     try:
         print(f"fsync on this disk ({tmp}):")
         fsync_probe(tmp / "fsync-probe")
-        # Both servers run from the start; the one not being measured sits idle.
+        # All servers run from the start; those not being measured sit idle.
         # The bare app: the same ini, only chdir/module overridden (checked below).
+        bare_args = ["--chdir", str(BENCH), "--module", "bare_app:app"]
         bare = Uwsgi(
             "bare",
             tmp,
-            ["--chdir", str(BENCH), "--module", "bare_app:app"],
+            bare_args,
             {"CO2_DATA_DIR": str(tmp / "bare-data"), "CO2_VAR_DIR": str(tmp / "bare-var")},
         )
         # server.ini.example pins each worker to a CPU, which helps the unit API
@@ -587,7 +588,7 @@ def main() -> int:
             bare_free = Uwsgi(
                 "bare-unpinned",
                 tmp,
-                ["--chdir", str(BENCH), "--module", "bare_app:app", "--cpu-affinity", "0"],
+                [*bare_args, "--cpu-affinity", "0"],
                 {"CO2_DATA_DIR": str(tmp / "bare-free-data"), "CO2_VAR_DIR": str(tmp / "bare-free-var")},
             )
         data_dir, var_dir = tmp / "remote_data", tmp / "var"
@@ -656,10 +657,11 @@ def main() -> int:
         for label, before, after in ceilings:
             mean = (before["rate"] + after["rate"]) / 2
             ceil = max(ceil, mean)
+            drift = abs(before["rate"] - after["rate"]) / mean
             print(f"{label}: {mean:.1f}/s (mean of {before['rate']:.1f} before and {after['rate']:.1f} after)")
-            if abs(before["rate"] - after["rate"]) / mean > 0.15:
+            if drift > 0.15:
                 print(
-                    f"  WARNING: it moved by {100 * abs(before['rate'] - after['rate']) / mean:.0f}% during the run:"
+                    f"  WARNING: it moved by {100 * drift:.0f}% during the run:"
                     " something else is using this machine's CPUs; the ratios below are unreliable, run again"
                     " on a quiet machine"
                 )
