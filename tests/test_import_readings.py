@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from datagen import (
-    DATABASE_DIR,
     SUPERSEDED_STAMP,
     U1,
     U2,
@@ -349,20 +348,43 @@ def daily_rows(db_file) -> list[tuple]:
     return query(db_file, "SELECT * FROM co2_daily ORDER BY unit_id, date")
 
 
+def plain_daily(db_file) -> list[tuple]:
+    """co2_daily's rows computed again in plain Python from co2_readings (not by the code under test).
+
+    DATA-FORMATS.md: CO2 values 1..199999 are valid (0 and 200010 are the
+    sensor's limit codes), a temperature of 85.0 is its limit code; a reading's
+    CO2 is the mean of its valid values; rows without unit_id or date are left out.
+    """
+    co2_cols = ", ".join(f"co2_{i:02d}" for i in range(1, 11))
+    rows = query(db_file, f"SELECT unit_id, date, temp, {co2_cols} FROM co2_readings"
+                          " WHERE unit_id IS NOT NULL AND date IS NOT NULL")  # fmt: skip
+    days: dict[tuple[str, str], list] = {}
+    for unit, date, temp, *co2 in rows:
+        day = days.setdefault((unit, date), [0, 0.0, 0, 0.0, 0])
+        day[0] += 1
+        valid = [v for v in co2 if type(v) is int and 1 <= v <= 199_999]
+        if valid:
+            day[1] += sum(valid) / len(valid)
+            day[2] += 1
+        if type(temp) in (int, float) and temp != 85.0:
+            day[3] += temp
+            day[4] += 1
+    return [
+        (unit, date, n, co2_sum if co2_n else None, co2_n, temp_sum if temp_n else None, temp_n)
+        for (unit, date), (n, co2_sum, co2_n, temp_sum, temp_n) in sorted(days.items())
+    ]
+
+
 def assert_daily_matches_readings(db_file) -> None:
-    """co2_daily equals a from-scratch GROUP BY over co2_readings, and is marked complete."""
-    import sys
-
-    sys.path.insert(0, str(DATABASE_DIR))
-    from co2db import daily
-
-    expected = query(
-        db_file,
-        daily.daily_select("WHERE r.unit_id IS NOT NULL AND r.date IS NOT NULL") + " ORDER BY 1, 2",
-    )
+    """co2_daily equals a plain recomputation over co2_readings, and is marked complete."""
+    expected = plain_daily(db_file)
     assert expected  # the test data has readings
-    assert daily_rows(db_file) == expected
-    assert query(db_file, "SELECT version FROM derived_state WHERE name = 'co2_daily'") == [(daily.VERSION,)]
+    got = daily_rows(db_file)
+    assert [(u, d, n, cn, tn) for u, d, n, _, cn, _, tn in got] == [(u, d, n, cn, tn) for u, d, n, _, cn, _, tn in expected]
+    for row, want in zip(got, expected, strict=True):
+        for value, plain in ((row[3], want[3]), (row[5], want[5])):  # the sums: floating point, any order
+            assert (value is None) == (plain is None) and (plain is None or value == pytest.approx(plain)), (row, want)
+    assert query(db_file, "SELECT count(*) FROM derived_state WHERE name = 'co2_daily'") == [(1,)]
 
 
 def test_daily_sums_follow_the_plot_rules(imported):
@@ -454,3 +476,40 @@ def test_daily_after_bulk_load_and_reimport(tmp_path, monkeypatch):
     assert daily_rows(bulk.db_file) == daily_rows(normal.db_file)
     run_make(bulk, "reimport")
     assert daily_rows(bulk.db_file) == daily_rows(normal.db_file)
+
+
+def _hand_line(date: str, time: str, temp: str, co2: list[str]) -> bytes:
+    """An old-firmware (16-field) reading written out by hand."""
+    return "\t".join([U1, "varanger-03", date, time, temp, "1", *co2]).encode() + b"\n"
+
+
+def test_daily_means_leave_out_the_sensor_limit_codes(tmp_path):
+    """co2_daily for readings written by hand, expected rows worked out by hand.
+
+    The sensor writes 0 and 200010 for CO2 and 85.0 for temperature when it is
+    at its limits (DATA-FORMATS.md): those readings stay in co2_readings, but
+    must not enter the means the all-time plot draws. 1 and 199999 are valid.
+    """
+    tree = new_tree(tmp_path)
+    _append(tree.data_dir / R1 / "readings-0000.tsv", b"".join([
+        _hand_line("2019-08-01", "00:00:10", "20.5", ["500"] * 10),  # mean 500
+        _hand_line("2019-08-01", "00:30:10", "85.0", ["0", "200010"] + ["600"] * 8),  # mean 600; temp a code
+        _hand_line("2019-08-01", "01:00:10", "21.5", ["0"] * 10),  # no valid CO2; temp 21.5
+        _hand_line("2019-08-01", "01:30:10", "None", ["200010"] * 10),  # nothing valid
+        _hand_line("2019-08-01", "02:00:10", "19.0", ["1", "199999"] + ["None"] * 8),  # mean 100000
+        _hand_line("2019-08-02", "00:00:10", "10.0", ["400"] * 9 + ["200010"]),  # mean 400
+        _hand_line("2019-08-03", "00:00:10", "85.0", ["0"] * 10),  # a day of codes only
+    ]))  # fmt: skip
+    run_make(tree, "import")
+    assert query(tree.db_file, "SELECT count(*) FROM co2_readings") == [(7,)]  # limit codes are kept
+    assert daily_rows(tree.db_file) == [
+        # unit, date, n, co2_sum, co2_n, temp_sum, temp_n
+        (U1, "2019-08-01", 5, 500.0 + 600.0 + 100000.0, 3, 20.5 + 21.5 + 19.0, 3),
+        (U1, "2019-08-02", 1, 400.0, 1, 10.0, 1),
+        (U1, "2019-08-03", 1, None, 0, None, 0),
+    ]
+    # Appending to a day recomputes it by the same rules.
+    _append(tree.data_dir / R1 / "readings-0000.tsv",
+            _hand_line("2019-08-02", "00:30:10", "85.0", ["200010"] * 5 + ["700"] * 5))
+    run_make(tree, "import")
+    assert daily_rows(tree.db_file)[1] == (U1, "2019-08-02", 2, 400.0 + 700.0, 2, 10.0, 1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 from . import db
@@ -80,30 +81,32 @@ def etype_of(message: str) -> str | None:
     return None
 
 
+def _checked(year: int, month: int, day: int, hour: int, minute: int, second: int) -> tuple[str, str] | None:
+    """(odate, otime) normalised, or None if no such moment exists (31 February, hour 24...)."""
+    try:
+        when = datetime(year, month, day, hour, minute, second)
+    except (ValueError, OverflowError):  # OverflowError: digits beyond a C int
+        return None
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d}", f"{when:%H:%M:%S}"
+
+
 def parse_header(rest: str) -> tuple[str, str, str, str] | None:
     """(odate, otime, level, message) of the text after `----- `, or None."""
     match = _ISO_HEADER.fullmatch(rest)
     if match:
         odate, otime, level, message = match.groups()
-        # Two-digit fields compare as strings.
-        if not (
-            "01" <= odate[5:7] <= "12"
-            and "01" <= odate[8:10] <= "31"
-            and otime[:2] <= "23"
-            and otime[3:5] <= "59"
-            and otime[6:8] <= "61"
-        ):
+        moment = _checked(int(odate[:4]), int(odate[5:7]), int(odate[8:10]),
+                          int(otime[:2]), int(otime[3:5]), int(otime[6:8]))  # fmt: skip
+        if moment is None:
             return None
         return odate, otime, level, message or ""
     match = _TUPLE_HEADER.fullmatch(rest)
     if not match:
         return None
-    year, month, day, hour, minute, second = (int(v) for v in match.groups()[:6])
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 61):
+    moment = _checked(*(int(v) for v in match.groups()[:6]))
+    if moment is None:
         return None
-    odate = f"{year:04d}-{month:02d}-{day:02d}"
-    otime = f"{hour:02d}:{minute:02d}:{second:02d}"
-    return odate, otime, match.group(7), match.group(8) or ""
+    return *moment, match.group(7), match.group(8) or ""
 
 
 def _decode_clean(data: bytes) -> list[str] | None:
