@@ -176,6 +176,31 @@ def test_silent_threshold_is_a_setting(make_server, tmp_path):
     assert json.loads(server.request("GET", "/status/units.json").body)["silent_count"] == 1
 
 
+def silent_by_unit(server) -> dict[str, bool]:
+    return {u["hw_id"]: u["silent"] for u in get_json(server)["units"]}
+
+
+def test_silent_exactly_past_the_default_26_hours(server):
+    """README: SILENT when the last ping is older than CO2_SILENT_HOURS (26 by default)."""
+    now = now_utc()
+    insert_ping(server.db_path, now - timedelta(hours=25.9), A, "a", -90)  # 6 minutes before the threshold
+    insert_ping(server.db_path, now - timedelta(hours=26.1), B, "b", -90)  # 6 minutes past it
+    insert_ping(server.db_path, now - timedelta(hours=13.5), C, "c", -90)  # just past half of it
+    assert silent_by_unit(server) == {A: False, B: True, C: False}
+    assert get_json(server)["silent_count"] == 1
+
+
+def test_silent_threshold_of_another_value(make_server):
+    server = make_server(CO2_SILENT_HOURS="2.5")
+    now = now_utc()
+    insert_ping(server.db_path, now - timedelta(hours=2.4), A, "a", -90)
+    insert_ping(server.db_path, now - timedelta(hours=2.6), B, "b", -90)
+    insert_ping(server.db_path, now - timedelta(hours=1.3), C, "c", -90)
+    board = get_json(server)
+    assert board["silent_hours"] == 2.5
+    assert silent_by_unit(server) == {A: False, B: True, C: False}
+
+
 def test_sizes_follow_uploads_after_being_cached(server):
     readings = server.data_dir / A / "data" / "readings"
     readings.mkdir(parents=True)
