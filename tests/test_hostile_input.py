@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from firmware import assert_plain_answer, http_request
+from firmware import assert_plain_answer, http_request, wait_until
 from tree import snapshot
 
 HW = "co2unit-30aea42a50bc"
@@ -97,6 +98,7 @@ def hostile_server(tmp_path_factory):
 @pytest.mark.parametrize("method, path, body, status, code", CASES, ids=[f"{c[0]} {c[1][:70]!r}" for c in CASES])
 def test_refused_precisely_and_nothing_changes(hostile_server, method, path, body, status, code):
     before = snapshot(hostile_server.root)
+    log_start = log_size(hostile_server)
     reply = http_request(hostile_server.port, method, path, body)
     assert_plain_answer(reply)
     assert reply.status == status, reply.body
@@ -106,13 +108,40 @@ def test_refused_precisely_and_nothing_changes(hostile_server, method, path, bod
     if status == 416:
         assert payload["ack_file"] == ["e.txt", 0, 0]
     assert snapshot(hostile_server.root) == before
-    # Logged with the reason (and the unit, where the URL names one).
-    assert f"status={status} {code}" in hostile_server.log()
+    # Logged with the reason, by this request (the module's server log is shared by every case).
+    # The unit as the URL names it: the segment after /ou/, if any.
+    unit = path.split("?")[0].split("/")[2] if path.startswith("/ou/") else "-"
+    assert rejections_since(hostile_server, log_start) == [(method, unit, f"status={status} {code}: {payload['message']}")]
 
 
-def test_rejections_name_the_unit_in_the_log(hostile_server):
-    http_request(hostile_server.port, "PUT", f"{P}/updates/x?offset=0", b"x")
-    assert f"unit={HW} status=403 PUSH_NOT_ALLOWED" in hostile_server.log()
+def log_size(server) -> int:
+    return server.log_path.stat().st_size
+
+
+_REJECTED = re.compile(r" rejected (\S+) .*? unit=(\S+) (status=\d+ [A-Z_]+: .*)$")
+
+
+def rejections_since(server, start: int) -> list[tuple[str, str, str]]:
+    """(method, unit, 'status=N CODE: message') of each rejection logged after byte `start` of the server log."""
+    def found():
+        with open(server.log_path, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+        return [m.groups() for m in map(_REJECTED.search, lines) if m]
+
+    wait_until(found, timeout=5)  # logged before the answer; allow for the file being read mid-write
+    return found()
+
+
+def test_uploads_into_updates_are_refused_in_their_own_words(hostile_server):
+    """The unit is named in the log, and the message says updates/ is never written to by a unit."""
+    for path in (f"{P}/updates/x?offset=0", f"{P}/updates/update-9/flash/main.py?offset=0"):
+        start = log_size(hostile_server)
+        reply = http_request(hostile_server.port, "PUT", path, b"x")
+        assert (reply.status, reply.json()) == (
+            403, {"error": "PUSH_NOT_ALLOWED", "message": "uploads into updates/ are never accepted"})
+        assert rejections_since(hostile_server, start) == [
+            ("PUT", HW, "status=403 PUSH_NOT_ALLOWED: uploads into updates/ are never accepted")]
 
 
 def test_a_file_may_not_grow_past_the_limit(make_server):
@@ -129,7 +158,7 @@ def test_a_file_may_not_grow_past_the_limit(make_server):
 def test_chunked_upload_is_refused(server):
     reply = http_request(server.port, "PUT", f"{P}/errors/e.txt?offset=0", None,
                          extra_headers={"Transfer-Encoding": "chunked"})
-    assert reply.status in (400, 411)
+    assert (reply.status, reply.json()["error"]) == (411, "LENGTH_REQUIRED")
     assert not (server.data_dir / HW / "errors" / "e.txt").exists()
 
 

@@ -49,9 +49,12 @@ def test_empty_half_built_and_hidden_updates_are_not_offered(server, tmp_path):
     (server.data_dir / HW / "updates" / "update-2031-link").symlink_to(server.data_dir / HW / "updates" / "update-2019-09-01")
     reply = http_request(server.port, "GET", f"/ou/{HW}/updates?recursive=False")
     assert reply.json() == ["update-2019-09-01"]
-    for name in ("update-2030-empty", ".tmp-update-2030-building", "update-2031-link"):
+    # Each refused the way its kind is everywhere: no such complete update,
+    # a name that is not plain, a symlink.
+    for name, status, code in (("update-2030-empty", 404, "NOT_FOUND"), (".tmp-update-2030-building", 400, "BAD_NAME"),
+                               ("update-2031-link", 403, "SYMLINK_REFUSED")):
         got = http_request(server.port, "GET", f"/ou/{HW}/updates/{name}?recursive=True")
-        assert got.status in (400, 403, 404)
+        assert (got.status, got.json()["error"]) == (status, code), name
     unit = UnitSim(HW, tmp_path / "sd", server.port)
     assert unit.cycle() == "updated"
     assert unit.fetched_updates == ["update-2019-09-01"]
@@ -76,8 +79,10 @@ def test_units_other_folders_are_never_served(server):
     (server.data_dir / HW / "data" / "readings").mkdir(parents=True)
     (server.data_dir / HW / "data" / "readings" / "readings-0000.tsv").write_bytes(b"x")
     make_update(server, "update-1", {"flash/main.py": b"x"})
-    for path in ("updates/update-1/../../data/readings/readings-0000.tsv", "updates/data/readings/readings-0000.tsv",
-                 "data/readings/readings-0000.tsv"):
+    for path, status, code in (
+        ("updates/update-1/../../data/readings/readings-0000.tsv", 400, "BAD_PATH"),  # '..' is refused as such
+        ("updates/data/readings/readings-0000.tsv", 404, "NOT_FOUND"),  # not below a complete update-*
+        ("data/readings/readings-0000.tsv", 404, "NOT_FOUND"),  # no URL serves data/
+    ):
         reply = http_request(server.port, "GET", f"/ou/{HW}/{path}")
-        assert reply.status in (400, 404, 405), path
-        assert reply.body != b"x"
+        assert (reply.status, reply.json()["error"]) == (status, code), path

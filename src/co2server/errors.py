@@ -34,7 +34,8 @@ def json_response(payload, status: int = 200, headers: dict | None = None) -> Re
 
 
 def _unit_in_path() -> str:
-    parts = request.path.split("/")
+    """The segment after /ou/ in the URL as sent (request.path has '..' already resolved)."""
+    parts = request.environ.get("REQUEST_URI", request.path).split("?", 1)[0].split("/")
     if "ou" in parts:
         idx = parts.index("ou")
         if idx + 1 < len(parts):
