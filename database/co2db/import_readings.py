@@ -3,7 +3,8 @@
 Rules (DATA-FORMATS.md, "Import rules"): each line gets the first reason that
 applies and is then kept out of co2_readings:
 incomplete_last_line (not recorded: imported once complete), non_printing,
-not_unit_line, date_1970, bad_field_count. Rejected complete lines go to
+not_unit_line, other_unit (the line names another unit than the folder it is
+in), date_1970, bad_field_count. Rejected complete lines go to
 rejected_lines with their exact bytes. In rows, `None` and empty fields are
 NULL, the five raw fields are NULL for 16-field lines, a nickname ending in
 NICK (or `None`) is NULL. Numbers are stored as numbers by the columns'
@@ -49,6 +50,7 @@ REASONS = (
     "incomplete_last_line",
     "non_printing",
     "not_unit_line",
+    "other_unit",
     "date_1970",
     "bad_field_count",
 )
@@ -116,13 +118,20 @@ COMMIT_BYTES = 64 << 20  # commit at the next file boundary after this much inpu
 BULK_LOAD_BYTES = 32 << 20
 
 
-def reject_reason(line: bytes) -> str | None:
-    """The first reason of the import rules that applies to a complete line, or None."""
+def unit_of_label(label: str) -> str:
+    """The hardware ID of the unit whose folder holds the file (its label's first part)."""
+    return label.split("/", 1)[0]
+
+
+def reject_reason(line: bytes, unit: bytes) -> str | None:
+    """The first reason of the import rules that applies to a complete line of `unit`'s folder, or None."""
     if line.translate(None, _PRINTABLE):
         return "non_printing"
     if not line.startswith(b"co2unit-"):
         return "not_unit_line"
     fields = line.split(b"\t")
+    if fields[0] != unit:
+        return "other_unit"
     if len(fields) >= 3 and fields[2].startswith(b"1970-"):
         return "date_1970"
     if len(fields) not in (16, 21):
@@ -159,13 +168,16 @@ def parse_lines(data: bytes, label: str, first_line_no: int, batch: Batch, skips
     """
     nlines = data.count(b"\n")
     rows, rejects = batch.rows, batch.rejects
+    unit = unit_of_label(label)
+    unit_bytes = unit.encode("ascii", "replace")
+    unit_tab = unit_bytes + b"\t"
     rows_before = len(rows)
     if data.translate(None, _PRINTABLE):
         # Some line holds a non-printing byte: decide line by line on bytes.
         lines = data.split(b"\n")
         lines.pop()
         for no, raw in enumerate(lines, first_line_no):
-            reason = reject_reason(raw)
+            reason = reject_reason(raw, unit_bytes)
             if reason:
                 skips[reason] += 1
                 rejects.append((label, no, reason, raw))
@@ -174,8 +186,8 @@ def parse_lines(data: bytes, label: str, first_line_no: int, batch: Batch, skips
         batch.pending += len(rows) - rows_before
         return nlines
     if (
-        data.startswith(b"co2unit-")
-        and data.count(b"\nco2unit-") == nlines - 1
+        data.startswith(unit_tab)
+        and data.count(b"\n" + unit_tab) == nlines - 1
         and not any(marker in data for marker in _SLOW_MARKERS)
     ):
         nfields = uniform_field_count(data, nlines)
@@ -201,10 +213,11 @@ def parse_lines(data: bytes, label: str, first_line_no: int, batch: Batch, skips
     lines.pop()
     append = rows.append
     no = first_line_no
+    unit_field = unit + "\t"
     for line in lines:
         fields = line.split("\t")
         n = len(fields)
-        if (n == 21 or n == 16) and line.startswith("co2unit-") and not fields[2].startswith("1970-"):
+        if (n == 21 or n == 16) and line.startswith(unit_field) and not fields[2].startswith("1970-"):
             if "None" in line or "\t\t" in line or line[-1] == "\t" or fields[1].endswith("NICK"):
                 fields = _clean_fields(fields)
             if n == 16:
@@ -214,7 +227,7 @@ def parse_lines(data: bytes, label: str, first_line_no: int, batch: Batch, skips
             append(fields)
         else:
             raw = line.encode("ascii")
-            reason = reject_reason(raw)
+            reason = reject_reason(raw, unit_bytes)
             skips[reason] += 1
             rejects.append((label, no, reason, raw))
         no += 1

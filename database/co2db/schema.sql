@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS deploy_durations_tiered (
 CREATE TABLE IF NOT EXISTS rejected_lines (
     file TEXT,
     line_no INTEGER,
-    reason TEXT,
+    reason TEXT,          -- readings: non_printing, not_unit_line, other_unit, date_1970, bad_field_count
     raw BLOB              -- the line's exact bytes, without its newline
 );
 CREATE INDEX IF NOT EXISTS rejected_lines_file ON rejected_lines (file);
