@@ -513,3 +513,25 @@ def test_daily_means_leave_out_the_sensor_limit_codes(tmp_path):
             _hand_line("2019-08-02", "00:30:10", "85.0", ["200010"] * 5 + ["700"] * 5))
     run_make(tree, "import")
     assert daily_rows(tree.db_file)[1] == (U1, "2019-08-02", 2, 400.0 + 700.0, 2, 10.0, 1)
+
+
+def test_a_line_naming_another_unit_is_rejected_not_imported_as_that_unit(tmp_path):
+    """A unit can only add its own readings: lines naming another unit go to rejected_lines as other_unit.
+
+    Rule 4 of DATA-FORMATS.md's readings rules; it comes after not_unit_line
+    and before date_1970 and bad_field_count.
+    """
+    tree = new_tree(tmp_path)
+    own = _hand_line("2019-08-01", "00:00:10", "20.5", ["500"] * 10)
+    forged = own.replace(U1.encode(), U2.encode(), 1)
+    forged_1970 = _hand_line("1970-01-01", "00:00:10", "20.5", ["9999"] * 10).replace(U1.encode(), U2.encode(), 1)
+    longer_id = own.replace(U1.encode(), U1.encode() + b"0", 1)  # not the folder's ID either
+    _append(tree.data_dir / R1 / "readings-0000.tsv", own + forged + forged_1970 + longer_id)
+    proc = run_make(tree, "import")
+    assert summary(proc, "readings") == "readings: 1 files (1 changed), 1 lines imported, skipped: other_unit=3"
+    assert query(tree.db_file, "SELECT unit_id, date, co2_01 FROM co2_readings") == [(U1, "2019-08-01", 500)]
+    assert query(tree.db_file, "SELECT file, line_no, reason, raw FROM rejected_lines ORDER BY line_no") == [
+        (f"{R1}/readings-0000.tsv", 2, "other_unit", forged[:-1]),  # the line without its newline
+        (f"{R1}/readings-0000.tsv", 3, "other_unit", forged_1970[:-1]),
+        (f"{R1}/readings-0000.tsv", 4, "other_unit", longer_id[:-1]),
+    ]
