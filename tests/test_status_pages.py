@@ -74,3 +74,45 @@ def test_files_outside_pub_are_never_served(server):
             assert secret not in reply.body, (base, name)
             assert reply.headers["content-type"] == "application/json", (base, name)
     assert server.request("GET", "/status/alive/link.svg").status == 403
+
+
+@pytest.mark.parametrize(("url", "page", "refresh", "plot", "files_url", "max_age"), PAGES)
+def test_unchanged_files_answer_a_conditional_get_with_304(server, url, page, refresh, plot, files_url, max_age):
+    pub = server.var_dir / "pub"
+    pub.mkdir(parents=True, exist_ok=True)
+    (pub / page).write_bytes(b"<!doctype html><title>t</title>\n")
+    (pub / plot).write_bytes(SVG)
+    rendered = 1_570_000_000  # 2019-10-02T07:06:40Z, set by hand on both files
+    for name in (page, plot):
+        os.utime(pub / name, (rendered, rendered))
+    for path in (url, files_url + plot):
+        first = server.request("GET", path)
+        assert first.status == 200
+        assert first.headers["last-modified"] == "Wed, 02 Oct 2019 07:06:40 GMT"
+        for since, status in [
+            ("Wed, 02 Oct 2019 07:06:40 GMT", 304),  # the same copy
+            ("Wed, 02 Oct 2019 08:00:00 GMT", 304),  # a later copy
+            ("Wed, 02 Oct 2019 07:06:39 GMT", 200),  # one second older than the file
+        ]:
+            reply = server.request("GET", path, extra_headers={"If-Modified-Since": since})
+            assert_plain_answer(reply)
+            assert reply.status == status, (path, since)
+            assert reply.body == (b"" if status == 304 else first.body), (path, since)
+        # The pipeline re-renders: the file is newer than the client's copy.
+        os.utime(pub / (page if path == url else plot), (rendered + 600, rendered + 600))
+        reply = server.request("GET", path, extra_headers={"If-Modified-Since": "Wed, 02 Oct 2019 07:06:40 GMT"})
+        assert reply.status == 200 and reply.body == first.body
+
+
+def test_a_fifo_in_pub_never_holds_a_worker(server):
+    """A FIFO planted in var/pub is refused at once instead of blocking the thread that opens it."""
+    pub = server.var_dir / "pub"
+    pub.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(pub / "fifo.svg")
+    os.mkfifo(pub / "co2_summary.html")
+    for path in ("/status/alive/fifo.svg", "/data/co2/fifo.svg"):
+        reply = server.request("GET", path, timeout=5)
+        assert reply.status == 404 and reply.json()["error"] == "NOT_FOUND", path
+    reply = server.request("GET", "/data/co2/summary", timeout=5)
+    assert reply.status == 200 and b"has not been rendered yet" in reply.body
+    assert server.request("GET", "/healthz", timeout=5).status == 200

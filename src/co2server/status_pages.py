@@ -7,7 +7,9 @@ GET /status/alive/<file>     files beside them in var/pub/ (plots), cached a
 GET /data/co2/<file>         little shorter than the page's refresh
 
 Every answer is built as bytes, so it carries a Content-Length and is never
-chunked (PROTOCOL.md: the same rule as for the units, and cheap here).
+chunked (PROTOCOL.md: the same rule as for the units, and cheap here). The
+pipeline's files carry Last-Modified and answer a conditional GET
+(If-Modified-Since) with 304 when unchanged (Werkzeug's make_conditional).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import stat
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from flask import Response, render_template
+from flask import Response, render_template, request
 from flask_restful import Resource
 
 from .dashboard import iso_seconds, recent_pings, utc_now
@@ -82,12 +84,15 @@ class AliveRecent(Resource):
 def _open_pub_file(name: str) -> tuple[bytes, float] | None:
     """The bytes and mtime of var/pub/<name>, or None when it is not there.
 
-    Only regular files directly in var/pub; a symlink is refused (403).
+    Only regular files directly in var/pub; a symlink is refused (403). The
+    open never blocks (O_NONBLOCK): a FIFO or device planted in var/pub would
+    otherwise hold the worker thread until something writes to it; anything
+    but a regular file answers as missing.
     """
     check_name(name)
     path = config().pub_dir / name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -109,8 +114,10 @@ def _open_pub_file(name: str) -> tuple[bytes, float] | None:
         os.close(fd)
 
 
-def _last_modified(mtime: float) -> str:
-    return format_datetime(datetime.fromtimestamp(mtime, UTC), usegmt=True)
+def _conditional(data: bytes, mtime: float, headers: dict[str, str], mimetype: str) -> Response:
+    """The file's answer, or a bodyless 304 when the client's If-Modified-Since copy is still current."""
+    headers["Last-Modified"] = format_datetime(datetime.fromtimestamp(int(mtime), UTC), usegmt=True)
+    return Response(data, headers=headers, mimetype=mimetype).make_conditional(request.environ)
 
 
 def _not_rendered(page: str, refresh: int) -> Response:
@@ -134,12 +141,7 @@ def _summary(spec: tuple[str, int, int]) -> Response:
     if found is None:
         return _not_rendered(page, refresh)
     data, mtime = found
-    headers = {
-        "Refresh": str(refresh),
-        "Cache-Control": "no-cache",
-        "Last-Modified": _last_modified(mtime),
-    }
-    return Response(data, headers=headers, mimetype="text/html")
+    return _conditional(data, mtime, {"Refresh": str(refresh), "Cache-Control": "no-cache"}, "text/html")
 
 
 def _pub_file(spec: tuple[str, int, int], name: str) -> Response:
@@ -148,8 +150,7 @@ def _pub_file(spec: tuple[str, int, int], name: str) -> Response:
         raise ApiError(404, "NOT_FOUND", f"no file {name[:80]!r} has been rendered into var/pub")
     data, mtime = found
     mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    headers = {"Cache-Control": f"max-age={spec[2]}", "Last-Modified": _last_modified(mtime)}
-    return Response(data, headers=headers, mimetype=mimetype)
+    return _conditional(data, mtime, {"Cache-Control": f"max-age={spec[2]}"}, mimetype)
 
 
 class AliveSummary(Resource):
