@@ -87,6 +87,9 @@ MUTATIONS = [
              "                os.fsync(fd)\n", "                pass\n",
              (T + "test_uploads.py",), "a chunk is answered 200 before its bytes are on disk"),
     # --- More on the modules that guard data --------------------------------------------------------
+    Mutation("no-dir-fsync-chunks", "src/co2server/chunks.py",
+             "                fsync_dir(target.folder_dir)\n", "                pass\n",
+             (T + "test_uploads.py",), "a new file's folder entry is not on disk when its first chunk gets 200"),
     Mutation("daily-valid-min", "database/co2db/daily.py",
              "CO2_VALID_MIN = 1", "CO2_VALID_MIN = 0",
              (T + "test_import_readings.py",), "the sensor's limit code 0 enters the daily means"),
@@ -179,16 +182,17 @@ def apply(copy: Path, m: Mutation, originals: dict[str, str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      epilog="See bench/README.md, 'mutation_check.py'.")  # fmt: skip
-    parser.add_argument("--only", metavar="TEXT", help="run only mutations whose name contains TEXT")
+    parser.add_argument("--only", metavar="TEXT", action="append",
+                        help="run only mutations whose name contains TEXT (repeatable)")
     parser.add_argument("--list", action="store_true", help="print the mutations and run nothing")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the test files")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run (default 900)")
     parser.add_argument("--keep", action="store_true", help="keep the temp copy (its path is printed)")
     args = parser.parse_args(argv)
 
-    chosen = [m for m in MUTATIONS if args.only is None or args.only in m.name]
+    chosen = [m for m in MUTATIONS if args.only is None or any(text in m.name for text in args.only)]
     if not chosen:
-        parser.error(f"no mutation name contains {args.only!r}")
+        parser.error(f"no mutation name contains any of {args.only}")
     if args.list:
         for m in chosen:
             print(f"{m.name:28} {m.file:36} {m.description}")

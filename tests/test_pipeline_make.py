@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-
-import pytest
 
 from datagen import (
     DATABASE_DIR,
@@ -91,10 +88,6 @@ def test_make_must_run_in_its_folder(tmp_path):
     assert "make -C database" in proc.stderr
 
 
-PLOTTING_READY = all(importlib.util.find_spec(m) for m in ("co2db.plot_pings", "co2db.plot_co2", "co2db.pages"))
-
-
-@pytest.mark.skipif(not PLOTTING_READY, reason="plot and page commands not there yet")
 def test_web_redraws_only_what_changed(tmp_path):
     tree = build_tree(tmp_path)
     run_make(tree)  # the default target: web
@@ -116,7 +109,6 @@ def test_web_redraws_only_what_changed(tmp_path):
     assert "co2db.plot_co2" not in proc.stdout
 
 
-@pytest.mark.skipif(not PLOTTING_READY, reason="plot and page commands not there yet")
 def test_pages_are_rerendered_when_older_than_pages_max_age(tmp_path):
     """Silent units depend on the clock and on live pings: pages go stale without new imports."""
     tree = build_tree(tmp_path)

@@ -1,0 +1,36 @@
+"""In CI (CI=true) nothing is skipped: the tools the strace and browser tests need must be there.
+
+Those tests skip with a reason on a developer's machine that lacks the tool,
+and fail under CI=true themselves; this test says so up front, in one place,
+so a CI run that lost strace or Chromium cannot look green.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+
+def missing_tools() -> list[str]:
+    """What the strace tests (conftest.traced) and the browser tests (test_browser.py) would skip for."""
+    missing = []
+    if shutil.which("strace") is None:
+        missing.append("strace (the tests that check fsync before the answer)")
+    if os.environ.get("CO2_BROWSER_SKIP"):
+        missing.append(f"the browser: CO2_BROWSER_SKIP={os.environ['CO2_BROWSER_SKIP']!r}")
+    if not (os.environ.get("CO2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):
+        missing.append("Chromium (the browser tests)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright Python package (the browser tests)")
+    return missing
+
+
+def test_ci_has_every_tool_the_skippable_tests_need():
+    missing = missing_tools()
+    if os.environ.get("CI") == "true":
+        assert missing == [], "CI=true, so these tests would have to skip, which CI must never do"
+    elif missing:
+        pytest.skip("not CI; these tests will skip: " + "; ".join(missing))
