@@ -176,6 +176,12 @@ class UwsgiServer:
 _TRACE_RE = re.compile(r"(\d+)\s+\S+ (?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)")
 
 
+def _writes_an_answer(call: str) -> bool:
+    """A write whose data starts with an HTTP status line (not a log line that quotes one)."""
+    quote = call.find('"')
+    return quote >= 0 and call.startswith("HTTP/1.", quote + 1)
+
+
 @dataclass
 class SyscallTrace:
     lines: list[str] = field(default_factory=list)
@@ -194,7 +200,7 @@ class SyscallTrace:
                 started[tid] = f"{call}({rest.removesuffix(' <unfinished ...>')}"
                 continue
             text = started.pop(tid, f"{resumed}(") + rest if resumed else f"{call}({rest}"
-            if text.startswith(("write(", "writev(", "sendto(", "sendmsg(")) and '"HTTP/1.' in text:
+            if text.startswith(("write(", "writev(", "sendto(", "sendmsg(")) and _writes_an_answer(text):
                 answers.append(done.pop(tid, []))
             else:
                 done.setdefault(tid, []).append(text)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 
+try:  # only under uWSGI (not the development server)
+    import uwsgi
+except ImportError:
+    uwsgi = None
+
 from flask import Flask, request
 from flask_restful import Api
 
 from . import db
 from .config import Config
-from .errors import any_error_response, log, register_error_handlers
+from .errors import any_error_response, log, logged_path, register_error_handlers
 from .health import Health, Home
 from .safe_paths import check_raw_path
 from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
@@ -63,6 +68,8 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.before_request
     def refuse_odd_unit_paths():
+        if uwsgi is not None:  # uWSGI's request log shows this, never the URL key (log-format in server.ini)
+            uwsgi.set_logvar("co2path", logged_path())
         environ = request.environ
         raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or request.path
         raw_path = raw.split("?", 1)[0]

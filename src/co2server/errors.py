@@ -2,7 +2,9 @@
 
 Every rejection goes through `error_response`, which also logs it with the
 unit ID (when the URL names one) and the reason, so an operator following the
-journal sees why a unit was turned away.
+journal sees why a unit was turned away. Logged paths are masked by
+`logged_path`: the first segment of a unit URL is its key, a secret that
+never reaches a log.
 """
 
 from __future__ import annotations
@@ -14,6 +16,31 @@ from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("co2server")
+
+# First path segments that are never a unit's URL key: logged as they are.
+PUBLIC_SEGMENTS = frozenset({"", "ou", "status", "data", "healthz", "favicon.ico", "robots.txt"})
+MASK = "*"
+
+
+def _raw_uri() -> str:
+    return request.environ.get("REQUEST_URI") or request.full_path
+
+
+def _secret_segment() -> str:
+    """The URL's first path segment when it may be a key (anything not public), else ''."""
+    first = _raw_uri().split("?", 1)[0].split("/")[1:2]
+    return first[0] if first and first[0] not in PUBLIC_SEGMENTS else ""
+
+
+def scrub(text: str) -> str:
+    """`text` with the request's possible key replaced by '*' wherever it occurs."""
+    secret = _secret_segment()
+    return text.replace(secret, MASK) if secret else text
+
+
+def logged_path() -> str:
+    """The request's raw URI as logs show it: '/*/ou/<hw_id>/alive' for '/<key>/ou/...'."""
+    return scrub(_raw_uri())[:300]
 
 
 class ApiError(Exception):
@@ -49,11 +76,11 @@ def error_response(exc: ApiError) -> Response:
         level,
         "rejected %s %s unit=%s status=%d %s: %s",
         request.method,
-        request.environ.get("REQUEST_URI", request.full_path)[:300],
-        _unit_in_path(),
+        logged_path(),
+        scrub(_unit_in_path()),
         exc.status,
         exc.code,
-        exc.message,
+        scrub(exc.message),
     )
     payload = {"error": exc.code, "message": exc.message}
     payload.update(exc.extra)
@@ -89,7 +116,7 @@ def any_error_response(exc: Exception) -> Response:
         return error_response(exc)
     if isinstance(exc, HTTPException):
         return error_response(from_http_exception(exc))
-    log.exception("internal error on %s %s", request.method, request.path)
+    log.error("internal error on %s %s", request.method, logged_path(), exc_info=exc)
     return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
 
 
