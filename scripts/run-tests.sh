@@ -3,10 +3,12 @@
 #
 # - the venv (.venv) with requirements-dev.txt (pytest, Playwright's Python
 #   package; uWSGI is compiled from requirements.txt);
-# - Chromium from Debian's packages for the browser tests, and strace for
-#   the tests that watch the server fsync before it answers: installed with
-#   apt-get when missing and we are root (always so in CI). Elsewhere those
-#   tests are reported as skipped, with how to install what they need.
+# - from Debian's packages: Chromium for the browser tests, strace for the
+#   tests that watch the server fsync before it answers, nginx and openssl
+#   for the tests of the production front (nginx-co2unit.conf.example, a
+#   self-signed certificate, scripts/operators.sh): installed with apt-get
+#   when missing and we are root (always so in CI). Elsewhere those tests
+#   are reported as skipped, with how to install what they need.
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
 set -euo pipefail
 
@@ -17,19 +19,36 @@ find_chromium() {
   command -v chromium || command -v chromium-browser || true
 }
 
+# apt-get install, with Debian's policy-rc.d asking the packages not to
+# start their services (nginx would take port 80; the tests start their own).
+install_without_starting() {
+  local policy=/usr/sbin/policy-rc.d rc=0
+  if [[ -e "${policy}" ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+    return
+  fi
+  printf '#!/bin/sh\nexit 101\n' >"${policy}"
+  chmod +x "${policy}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 || rc=$?
+  rm -f "${policy}"
+  return "${rc}"
+}
+
 ensure_packages() {
   local missing=()
   [[ -n "$(find_chromium)" ]] || missing+=(chromium fonts-dejavu-core)
   command -v strace >/dev/null || missing+=(strace)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [[ "${#missing[@]}" -eq 0 ]]; then
     return 0
   fi
   if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "run-tests: installing Debian's ${missing[*]} for the tests" >&2
     apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+    install_without_starting "${missing[@]}"
   elif [[ -n "$(find_chromium)" ]]; then
-    return 0  # strace alone is missing: those few tests say so when skipped
+    return 0  # strace, nginx or openssl is missing: those tests say so when skipped
   elif [[ "${CI:-}" == "true" ]]; then
     echo "error: Chromium is missing and cannot be installed (not root or no apt-get)" >&2
     exit 1

@@ -49,6 +49,9 @@ class UwsgiServer:
     port: int = 0
     proc: subprocess.Popen | None = None
     workers: int = field(default_factory=lambda: ini_processes())
+    # Set: uWSGI speaks the uwsgi protocol on this unix socket (CO2_UWSGI_SOCKET,
+    # for nginx in front; tests/front.py) instead of HTTP on `port`.
+    uwsgi_socket: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -72,11 +75,11 @@ class UwsgiServer:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_")}
-        env.update(
-            CO2_HTTP_SOCKET=f"127.0.0.1:{self.port}",
-            CO2_DATA_DIR=str(self.data_dir),
-            CO2_VAR_DIR=str(self.var_dir),
-        )
+        if self.uwsgi_socket:
+            env["CO2_UWSGI_SOCKET"] = str(self.uwsgi_socket)
+        else:
+            env["CO2_HTTP_SOCKET"] = f"127.0.0.1:{self.port}"
+        env.update(CO2_DATA_DIR=str(self.data_dir), CO2_VAR_DIR=str(self.var_dir))
         env.update(self.env_overrides)
         return env
 
@@ -104,11 +107,15 @@ class UwsgiServer:
             # Ready once every worker has loaded the app (uWSGI hangs on a
             # SIGTERM that arrives while a worker is still loading).
             if self.log().count("WSGI app 0 (mountpoint='') ready") >= self.workers:
-                try:
-                    if http_request(self.port, "GET", "/", timeout=2).status == 200:
+                if self.uwsgi_socket:
+                    if self.uwsgi_socket.is_socket():
                         return True
-                except OSError:
-                    pass
+                else:
+                    try:
+                        if http_request(self.port, "GET", "/", timeout=2).status == 200:
+                            return True
+                    except OSError:
+                        pass
             time.sleep(0.05)
         return False
 
@@ -223,5 +230,41 @@ def make_server(tmp_path):
 
 
 @pytest.fixture
-def server(make_server) -> UwsgiServer:
-    return make_server()
+def server(request, make_server, make_front):
+    """uWSGI alone (the quick start); with @direct_and_through_nginx, also behind nginx's units' door."""
+    return make_front() if getattr(request, "param", "direct") == "nginx" else make_server()
+
+
+# Runs a test that takes `server` twice: against uWSGI alone, and through the
+# production front (the firmware's view must be the same byte for byte).
+direct_and_through_nginx = pytest.mark.parametrize("server", ["direct", "nginx"], indirect=True)
+
+
+# The production front (tests/front.py): nginx from nginx-co2unit.conf.example.
+from front import NginxFront, TlsCert  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> TlsCert:
+    return TlsCert.make(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def make_front(tmp_path, tls_cert):
+    """Factory: make_front(**CO2_ENV) starts uWSGI on a unix socket and nginx's two doors before it."""
+    fronts = []
+
+    def start(root: Path | None = None, **env_overrides) -> NginxFront:
+        app = UwsgiServer(root or tmp_path, {k: str(v) for k, v in env_overrides.items()})
+        front = NginxFront(app, tls_cert)
+        fronts.append(front)
+        return front.start()
+
+    yield start
+    for front in fronts:
+        front.stop()
+
+
+@pytest.fixture
+def front(make_front) -> NginxFront:
+    return make_front()

@@ -1,4 +1,4 @@
-"""In CI (CI=true) nothing is skipped: the tools the strace and browser tests need must be there.
+"""In CI (CI=true) nothing is skipped: the tools the strace, nginx and browser tests need must be there.
 
 Those tests skip with a reason on a developer's machine that lacks the tool,
 and fail under CI=true themselves; this test says so up front, in one place,
@@ -19,6 +19,10 @@ def missing_tools() -> list[str]:
     missing = []
     if shutil.which("strace") is None:
         missing.append("strace (the tests that check fsync before the answer)")
+    if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
+        missing.append("nginx (the tests of the production front, tests/front.py)")
+    if shutil.which("openssl") is None:
+        missing.append("openssl (the front's TLS certificate, scripts/operators.sh)")
     if os.environ.get("CO2_BROWSER_SKIP"):
         missing.append(f"the browser: CO2_BROWSER_SKIP={os.environ['CO2_BROWSER_SKIP']!r}")
     if not (os.environ.get("CO2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):

@@ -77,11 +77,25 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def hostile_server(tmp_path_factory):
-    from conftest import UwsgiServer
+# What nginx's units' door refuses itself, before the app sees it: bytes it
+# will not take in a request line, a body over client_max_body_size, and
+# paths outside the unit API (its own short JSON, the app's codes).
+FRONT_REFUSES = {
+    f"{P}/errors/e%00.txt?offset=0": "BAD_REQUEST",
+    f"{P}/errors/e\x01.txt?offset=0": "BAD_REQUEST",
+    f"{P}/errors/e\x7f.txt?offset=0": "BAD_REQUEST",
+    "/etc/passwd": "NOT_FOUND",
+}
+FRONT_REFUSES_BODIES_OVER = 64 * 1024
 
-    server = UwsgiServer(tmp_path_factory.mktemp("hostile")).start()
+
+@pytest.fixture(scope="module", params=["direct", "nginx"])
+def hostile_server(request, tmp_path_factory, tls_cert):
+    """uWSGI alone, or behind nginx's units' door (which resolves '..' and '%2e' itself: the app checks the raw path)."""
+    from conftest import NginxFront, UwsgiServer
+
+    app = UwsgiServer(tmp_path_factory.mktemp(f"hostile-{request.param}"))
+    server = NginxFront(app, tls_cert).start() if request.param == "nginx" else app.start()
     # Something to protect: a unit with data and an update waiting.
     unit = server.data_dir / HW
     (unit / "errors").mkdir(parents=True)
@@ -97,17 +111,26 @@ def hostile_server(tmp_path_factory):
 
 @pytest.mark.parametrize("method, path, body, status, code", CASES, ids=[f"{c[0]} {c[1][:70]!r}" for c in CASES])
 def test_refused_precisely_and_nothing_changes(hostile_server, method, path, body, status, code):
+    through_nginx = hasattr(hostile_server, "nginx_log")
+    refused_by_front = through_nginx and (path in FRONT_REFUSES or len(body or b"") > FRONT_REFUSES_BODIES_OVER)
     before = snapshot(hostile_server.root)
     log_start = log_size(hostile_server)
+    requests_before = app_requests(hostile_server)
     reply = http_request(hostile_server.port, method, path, body)
     assert_plain_answer(reply)
     assert reply.status == status, reply.body
     payload = json.loads(reply.body)
-    assert payload["error"] == code
+    assert payload["error"] == (FRONT_REFUSES.get(path, code) if refused_by_front else code)
     assert payload["message"]
     if status == 416:
         assert payload["ack_file"] == ["e.txt", 0, 0]
     assert snapshot(hostile_server.root) == before
+    if refused_by_front:
+        # Never reached uWSGI; nginx logged it, with the client address and no upstream.
+        assert app_requests(hostile_server) == requests_before
+        line = wait_until(lambda: hostile_server.nginx_log("co2unit-units.log").splitlines()[-1:])[0]
+        assert line.startswith("127.0.0.1 ") and f'" {status} ' in line and "upstream=- " in line, line
+        return
     # Logged with the reason, by this request (the module's server log is shared by every case).
     # The unit as the URL names it: the segment after /ou/, if any.
     unit = path.split("?")[0].split("/")[2] if path.startswith("/ou/") else "-"
@@ -115,6 +138,12 @@ def test_refused_precisely_and_nothing_changes(hostile_server, method, path, bod
     first = path.split("?")[0].split("/")[1]
     message = payload["message"] if first in ("", "ou", "status", "data") else payload["message"].replace(first, "*")
     assert rejections_since(hostile_server, log_start) == [(method, unit, f"status={status} {code}: {message}")]
+    wait_until(lambda: app_requests(hostile_server) == requests_before + 1, timeout=5)
+
+
+def app_requests(server) -> int:
+    """How many requests uWSGI has logged so far (its request log: '"METHOD /path PROTO" status ...')."""
+    return len(re.findall(r'^\[[^]]+\] \S+ "[A-Z]+ ', server.log(), re.M))
 
 
 def log_size(server) -> int:

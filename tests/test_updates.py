@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from conftest import direct_and_through_nginx
 from firmware import UnitSim, http_request
 
 HW = "co2unit-30aea42a50bc"
@@ -18,11 +19,13 @@ def make_update(server, name, files):
     return base
 
 
+@direct_and_through_nginx
 def test_no_updates_folder_is_404(server):
     reply = http_request(server.port, "GET", f"/ou/{HW}/updates?recursive=False")
     assert reply.status == 404 and reply.json()["error"] == "NOT_FOUND"
 
 
+@direct_and_through_nginx
 def test_unit_pulls_the_last_update_once(server, tmp_path):
     make_update(server, "update-2019-09-01", {"flash/main.py": b"old\n"})
     files = {"flash/main.py": b"print('new')\n", "flash/lib/x.py": bytes(range(256)),
@@ -38,6 +41,7 @@ def test_unit_pulls_the_last_update_once(server, tmp_path):
     assert sorted(line.split("\t")[2] for line in log) == sorted(f"update-2019-10-01/{r}" for r in files)
 
 
+@direct_and_through_nginx
 def test_empty_half_built_and_hidden_updates_are_not_offered(server, tmp_path):
     make_update(server, "update-2019-09-01", {"flash/main.py": b"x\n"})
     (server.data_dir / HW / "updates" / "update-2030-empty").mkdir()

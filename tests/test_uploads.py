@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from conftest import direct_and_through_nginx
 from firmware import UnitSim, assert_plain_answer, http_request
 
 HW = "co2unit-30aea42a50bc"
@@ -35,6 +36,7 @@ def stored(server, hw_id, relpath):
     return (server.data_dir / hw_id / relpath).read_bytes()
 
 
+@direct_and_through_nginx
 def test_several_files_over_several_cycles_with_appends(server, tmp_path):
     unit = UnitSim(HW, tmp_path / "sd", server.port)
     puts: list[tuple[str, int, int]] = []  # (relpath, offset, body length) of every PUT answered 200
@@ -77,6 +79,7 @@ def test_several_files_over_several_cycles_with_appends(server, tmp_path):
     assert unit.requests == 3 * 2 + len(puts)
 
 
+@direct_and_through_nginx
 def test_ack_brings_a_unit_that_lost_its_sync_state_back_in_step(server, tmp_path):
     unit = UnitSim(HW, tmp_path / "sd", server.port)
     for n in range(3):
@@ -98,6 +101,7 @@ def test_ack_brings_a_unit_that_lost_its_sync_state_back_in_step(server, tmp_pat
     assert stored(server, HW, "data/readings/readings-0002.tsv") == (unit.sd / "data/readings/readings-0002.tsv").read_bytes()
 
 
+@direct_and_through_nginx
 def test_a_chunk_whose_answer_was_lost_is_repeated_harmlessly(server):
     data = reading_lines(HW, 0, 100)
     a, b = data[:4096], data[4096:8192]
@@ -115,6 +119,7 @@ def test_a_chunk_whose_answer_was_lost_is_repeated_harmlessly(server):
     assert stored(server, HW, "data/readings/readings-0000.tsv") == a + b
 
 
+@direct_and_through_nginx
 def test_gap_is_refused_with_an_ack_that_moves_the_unit(server):
     assert push(server.port, HW, "errors/errors-0000.txt", 0, b"0123456789").status == 200
     for offset in (11, 4096, 10**12):
@@ -130,6 +135,7 @@ def test_gap_is_refused_with_an_ack_that_moves_the_unit(server):
     assert not (server.data_dir / HW / "errors/errors-0001.txt").exists()
 
 
+@direct_and_through_nginx
 def test_replaced_sd_card_keeps_old_files_and_takes_the_new_stream(server, tmp_path):
     old = UnitSim(HW, tmp_path / "old-sd", server.port)
     for n in range(3):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Bookkeeping the server may touch on any request: lock files, the log, SQLite.
-IGNORED_PARTS = {"locks", "uwsgi.log"}
+# Bookkeeping the server may touch on any request: lock files, the logs
+# (uWSGI's, and nginx's below nginx/ when the front runs), SQLite.
+IGNORED_PARTS = {"locks", "uwsgi.log", "nginx"}
 
 
 def snapshot(root: Path) -> dict[str, bytes | str]:

@@ -1,4 +1,8 @@
-"""GET / (a short text) and GET /healthz (can we store data?)."""
+"""GET / (a short text) and GET /healthz (can we store data?).
+
+Behind nginx, the units' door (CO2_DOOR=units, set by nginx, never by a
+client) gets the status alone; the details are for the people's door.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from flask import Response
+from flask import Response, request
 from flask_restful import Resource
 
 from . import db
@@ -39,5 +43,7 @@ class Health(Resource):
         }
         healthy = checks["data_dir_writable"] and checks["var_dir_writable"] and checks["database"] == "ok"
         checks["status"] = "ok" if healthy else "unhealthy"
+        if request.environ.get("CO2_DOOR") == "units":  # nginx's units' door: the status only
+            return json_response({"status": checks["status"]}, status=200 if healthy else 503)
         checks["pid"] = os.getpid()
         return json_response(checks, status=200 if healthy else 503)
