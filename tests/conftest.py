@@ -84,6 +84,7 @@ class UwsgiServer:
         return env
 
     def start(self, timeout: float = 30.0) -> UwsgiServer:
+        self.root.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
             self.port = free_port()
             self.log_path.unlink(missing_ok=True)

@@ -28,15 +28,15 @@ class Reply:
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
                  host: str = "127.0.0.1", timeout: float = 30.0,
-                 extra_headers: dict[str, str] | None = None) -> Reply:
-    """Send one request on a fresh connection, the firmware's way."""
+                 extra_headers: dict[str, str] | None = None, source: str | None = None) -> Reply:
+    """Send one request on a fresh connection, the firmware's way (from address `source`, e.g. 127.2.0.1)."""
     head = f"{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
     if body is not None:
         head += f"Content-Length: {len(body)}\r\n"
     for name, value in (extra_headers or {}).items():
         head += f"{name}: {value}\r\n"
     data = head.encode("latin-1") + b"\r\n" + (body or b"")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None) as sock:
         sock.sendall(data)
         return read_reply(sock)
 
