@@ -1,4 +1,4 @@
-"""The operators' pages in a real browser: headless Chromium (Debian's) against real uWSGI.
+"""The operators' pages in a real browser: headless Chromium (Debian's) against real uWSGI (and through nginx).
 
 Skipped, with the reason, when Chromium is missing (scripts/run-tests.sh
 installs it where it can and sets CO2_BROWSER_SKIP otherwise); in CI
@@ -58,8 +58,8 @@ def browser():
 class PageLog:
     """A page plus every response status it saw (the browser's network log)."""
 
-    def __init__(self, browser, viewport):
-        self.context = browser.new_context(viewport=viewport)
+    def __init__(self, browser, viewport, **context_args):
+        self.context = browser.new_context(viewport=viewport, **context_args)
         self.context.set_default_timeout(60_000)  # a 2-core machine busy with other suites
         self.page = self.context.new_page()
         self.responses: list[tuple[int, str]] = []
@@ -77,8 +77,8 @@ class PageLog:
 def open_page(browser):
     logs = []
 
-    def make(viewport=DESKTOP) -> PageLog:
-        log = PageLog(browser, viewport)
+    def make(viewport=DESKTOP, **context_args) -> PageLog:
+        log = PageLog(browser, viewport, **context_args)
         logs.append(log)
         return log
 
@@ -137,6 +137,22 @@ def test_dashboard_lists_pinged_units_marks_silent_and_reads_on_a_phone(server, 
     desktop.page.goto(server.base_url + "/status/units")
     desktop.page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"), full_page=True)
     assert desktop.failures() == []
+
+
+def test_operator_logs_in_through_the_front_and_sees_the_dashboard(front, tmp_path, open_page):
+    """nginx's people's door: TLS (the test's self-signed certificate) and a login added by scripts/operators.sh."""
+    populate(front, tmp_path)  # the units talk to the units' door
+    front.add_operator("alice", "s3cure-enough")
+    stranger = open_page(ignore_https_errors=True)
+    with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):  # Chromium: 401 and no login to give
+        stranger.page.goto(front.people_url + "/status/units")
+    assert stranger.context.request.get(front.people_url + "/status/units").status == 401
+    operator = open_page(ignore_https_errors=True, http_credentials={"username": "alice", "password": "s3cure-enough"})
+    reply = operator.page.goto(front.people_url + "/status/units")
+    assert reply.status == 200 and reply.url.startswith("https://127.0.0.1:")
+    assert sorted(row_ids(operator.page)) == [A, B, C]
+    assert operator.failures() == []  # every script, style and image came through the front
+    operator.page.screenshot(path=str(ARTIFACTS / "dashboard-through-nginx.png"), full_page=True)
 
 
 def test_sorting_by_clicking_a_header_and_with_the_menu(server, tmp_path, open_page):
