@@ -18,7 +18,7 @@ def test_every_setting_is_documented_with_its_default():
         shown = rows[setting.env].replace("`", "").strip()
         if setting.default:
             assert shown == setting.default, f"README shows {shown!r} as the default of {setting.env}"
-    documented = set(rows) - {"CO2_HTTP_SOCKET"}
+    documented = set(rows) - {"CO2_HTTP_SOCKET", "CO2_UWSGI_SOCKET"}  # read by server.ini, not config.py
     assert documented == {s.env for s in SETTINGS.values()}
 
 
@@ -32,3 +32,10 @@ def test_scripts_named_in_the_readme_exist_and_are_executable():
 def test_ci_runs_exactly_the_readme_test_command():
     assert "scripts/run-tests.sh" in README
     assert "exec scripts/run-tests.sh" in (ROOT / ".ci/run").read_text()
+
+
+def test_example_files_named_in_the_readme_exist():
+    named = set(re.findall(r"(?<![\w.])([\w-]+(?:\.[\w-]+)*\.example)(?![\w.])", README))
+    assert "nginx-co2unit.conf.example" in named
+    for name in named:
+        assert (ROOT / name).is_file(), f"README names {name}, which does not exist"

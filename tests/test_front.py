@@ -208,3 +208,12 @@ def test_no_log_line_of_a_keyed_sync_holds_the_key(make_front, tmp_path):
     logs = front.all_logs()
     assert unit.requests >= 5 and logs.count("/*/ou/") >= unit.requests  # the requests were logged, masked
     assert key not in logs
+
+
+def test_the_fronts_body_limit_is_the_apps_chunk_limit():
+    """client_max_body_size in the site file is CO2_MAX_CHUNK_BYTES's default: the app's 413 and nginx's agree."""
+    from co2server.config import SETTINGS
+    from front import SITE
+
+    sizes = re.findall(r"^\s*client_max_body_size (\d+)k;", SITE.read_text(), re.M)
+    assert sizes and {int(k) * 1024 for k in sizes} == {int(SETTINGS["max_chunk_bytes"].default)}
