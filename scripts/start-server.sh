@@ -22,7 +22,11 @@ main() {
     echo "start-server: created server.ini from server.ini.example" >&2
   fi
   cd "${ROOT}"
-  echo "start-server: uWSGI on ${CO2_HTTP_SOCKET:-:8080}, data in ${CO2_DATA_DIR:-remote_data}, var in ${CO2_VAR_DIR:-var}" >&2
+  local where="HTTP on ${CO2_HTTP_SOCKET:-:8080}"
+  if [[ -n "${CO2_UWSGI_SOCKET:-}" ]]; then
+    where="the uwsgi protocol on ${CO2_UWSGI_SOCKET}, for nginx"
+  fi
+  echo "start-server: uWSGI, ${where}, data in ${CO2_DATA_DIR:-remote_data}, var in ${CO2_VAR_DIR:-var}" >&2
   exec "${ROOT}/.venv/bin/uwsgi" --ini "${ROOT}/server.ini" "$@"
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import http_request
+from firmware import http_request, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -114,7 +114,9 @@ class UwsgiServer:
                 else:
                     try:
                         if http_request(self.port, "GET", "/", timeout=2).status == 200:
-                            return True
+                            # uWSGI logs a request after answering it: wait for that line, so
+                            # that a test counting request lines starts from a settled log.
+                            return bool(wait_until(lambda: '"GET / ' in self.log(), timeout=5))
                     except OSError:
                         pass
             time.sleep(0.05)
