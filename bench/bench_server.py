@@ -199,6 +199,44 @@ def _requests_for(kind: str, port: int, slot: int, units: list[str]):
     return {"ceiling": Ceiling, "pings": Pings, "chunks": Chunks}[kind]()
 
 
+def pump(ep, fd: int, c: list, events: int) -> tuple[bool, str | None]:
+    """One epoll event of a load connection c = [sock, slot, unsent bytes, received parts, started]:
+    send what is left of the request, then read the answer. (answer complete, connection failure)."""
+    sock = c[0]
+    try:
+        if c[2]:
+            if events & (select.EPOLLERR | select.EPOLLHUP) and not events & select.EPOLLIN:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                raise OSError(err, os.strerror(err or errno.ECONNRESET))
+            sent = sock.send(c[2])
+            c[2] = c[2][sent:]
+            if not c[2]:
+                ep.modify(fd, select.EPOLLIN)
+            return False, None
+        while True:
+            try:
+                part = sock.recv(65536)
+            except BlockingIOError:
+                return False, None
+            if not part:
+                return True, None
+            c[3].append(part)
+    except OSError as exc:
+        return False, f"connection: {exc}"
+
+
+def judge_answer(parts: list[bytes], plan) -> tuple[int, str | None]:
+    """(status, failure or None) of a whole answer: HTTP/1.0 framing the firmware takes, then the plan's verdict."""
+    head, _, body = b"".join(parts).partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(None, 2)[1])
+    except (IndexError, ValueError):
+        status = 0
+    if b"chunked" in head.lower() or b"\nlocation:" in head.lower():
+        return status, f"answer the firmware cannot take: {head[:200]!r}"
+    return status, plan.judge(status, body)
+
+
 def _gen_process(kind, port, slots, first_slot, units, start_at, end_at, queue):
     """One load process: an epoll loop keeping `slots` fresh-connection requests in flight."""
     try:
@@ -240,29 +278,7 @@ def _gen_loop(kind, port, slots, first_slot, units, start_at, end_at):
         for fd, events in ep.poll(1.0):
             c = conns[fd]
             sock = c[0]
-            failed = None
-            done = False
-            try:
-                if c[2]:
-                    if events & (select.EPOLLERR | select.EPOLLHUP) and not events & select.EPOLLIN:
-                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        raise OSError(err, os.strerror(err or errno.ECONNRESET))
-                    sent = sock.send(c[2])
-                    c[2] = c[2][sent:]
-                    if not c[2]:
-                        ep.modify(fd, select.EPOLLIN)
-                else:
-                    while True:
-                        try:
-                            part = sock.recv(65536)
-                        except BlockingIOError:
-                            break
-                        if not part:
-                            done = True
-                            break
-                        c[3].append(part)
-            except OSError as exc:
-                failed = f"connection: {exc}"
+            done, failed = pump(ep, fd, c, events)
             if not (done or failed):
                 continue
             ep.unregister(fd)
@@ -271,15 +287,7 @@ def _gen_loop(kind, port, slots, first_slot, units, start_at, end_at):
             now = time.monotonic()
             slot = c[1]
             if failed is None:
-                head, _, body = b"".join(c[3]).partition(b"\r\n\r\n")
-                try:
-                    status = int(head.split(None, 2)[1])
-                except (IndexError, ValueError):
-                    status = 0
-                if b"chunked" in head.lower() or b"\nlocation:" in head.lower():
-                    failed = f"answer the firmware cannot take: {head[:200]!r}"
-                else:
-                    failed = plans[slot].judge(status, body)
+                _status, failed = judge_answer(c[3], plans[slot])
             else:
                 conn_errors += 1
             if failed is None:
