@@ -165,3 +165,34 @@ def test_make_summaries_uses_the_servers_settings_and_a_lock(tmp_path):
     assert (tmp_path / "var/locks/make-summaries.lock").exists()
     help_text = subprocess.run([script, "--help"], capture_output=True, text=True).stdout
     assert "CO2_DATA_DIR" in help_text
+
+
+def test_a_failing_plot_does_not_stop_the_other_plots_or_the_pages(tmp_path):
+    """One plot fails for real (its output path is a folder): the rest is written, the
+    page says which plot failed, a summary line reports it and make exits non-zero."""
+    tree = build_tree(tmp_path)
+    broken = tree.pub_dir / "co2_tiered_all_hires.svg"
+    broken.mkdir(parents=True)
+    proc = run_make(tree, check=False)
+    assert proc.returncode != 0
+    for name in ("pings_all_tiered.svg", "co2_tiered_recent_hires.svg", "pings_summary.html", "co2_summary.html"):
+        assert (tree.pub_dir / name).is_file(), name
+    assert "co2_tiered_all_hires.svg" in proc.stderr and "Is a directory" in proc.stderr
+    plots_line = [line for line in proc.stdout.splitlines() if line.startswith("plots: ")]
+    assert plots_line == ["plots: 3 plots, failed: co2_tiered_all_hires.svg"], proc.stdout
+    page = (tree.pub_dir / "co2_summary.html").read_text()
+    assert 'src="co2_tiered_recent_hires.svg"' in page and 'src="co2_tiered_all_hires.svg"' not in page
+    assert "co2_tiered_all_hires.svg could not be drawn" in page and "Is a directory" in page
+    assert "could not be drawn" not in (tree.pub_dir / "pings_summary.html").read_text()
+
+    # Every run tries the failed plot again (and says so again) ...
+    proc = run_make(tree, check=False)
+    assert proc.returncode != 0 and "co2db.plot_co2" in proc.stdout
+    assert "co2db.plot_pings" not in proc.stdout
+    # ... until it is drawn: the note goes, the page shows the plot, make exits 0.
+    broken.rmdir()
+    proc = run_make(tree)
+    assert "plots: 3 plots, failed: none" in proc.stdout.splitlines()
+    page = (tree.pub_dir / "co2_summary.html").read_text()
+    assert 'src="co2_tiered_all_hires.svg"' in page and "could not be drawn" not in page
+    assert broken.is_file()

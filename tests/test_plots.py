@@ -417,7 +417,8 @@ def test_co2_plot_from_daily_sums_equals_plot_from_readings(sample_db, tmp_path,
     """The importer's co2_daily gives the same bins and the same SVG as the readings."""
     sys.path.insert(0, str(ROOT / "database"))
     from co2db import daily, plot_co2
-    from co2db import plotting as P
+    from co2db.readonly import open_db_readonly
+    from co2db.timebins import choose_bins
 
     with_daily = tmp_path / "with_daily.sqlite3"
     with_daily.write_bytes(sample_db.read_bytes())
@@ -427,10 +428,10 @@ def test_co2_plot_from_daily_sums_equals_plot_from_readings(sample_db, tmp_path,
     conn.close()
 
     xmax = datetime(2026, 3, 16)
-    bins = P.choose_bins(datetime.fromisoformat(xmin), xmax, plot_co2.TARGET_BINS)
+    bins = choose_bins(datetime.fromisoformat(xmin), xmax, plot_co2.TARGET_BINS)
     results = []
     for db in (sample_db, with_daily):
-        conn = P.open_db_readonly(db)
+        conn = open_db_readonly(db)
         assert daily.is_built(conn) == (db == with_daily)
         results.append(sorted(plot_co2.query_bins(conn, bins, datetime.fromisoformat(xmin), xmax)))
         conn.close()

@@ -13,8 +13,11 @@ writes, in --pub-dir (atomically, so the server never serves half a page):
   unit's latest reading.
 
 Plots are linked by relative file name (the server serves them beside the
-page); a plot that does not exist yet is named, not linked. The figures are
-SQL aggregates over index ranges, one unit at a time.
+page); a plot that does not exist yet is named, not linked, and a plot whose
+last run failed (a note in --failed-dir, written by the Makefile) is replaced
+by a note saying so. Units never deployed are listed up to --max-undeployed,
+the most recently heard first. The figures are SQL aggregates over index
+ranges, one unit at a time.
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from . import plotting as P
+from . import deployments as D
+from . import readonly as R
+from .cli import (
+    CommandError,
+    add_max_undeployed_option,
+    add_now_option,
+    positive_float,
+    run_command,
+    utc_now,
+)
+from .outfiles import write_atomically
 
 PROG = "co2db.pages"
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates_web"
@@ -85,31 +98,25 @@ class UnitRow:
         return f"{seconds / 86400:.1f} d"
 
 
-def current_periods(periods: list[P.Period], now: datetime) -> dict[str, P.Period]:
-    """Each unit's current period: the latest started one that has not ended by now."""
-    current: dict[str, P.Period] = {}
-    for period in periods:
-        if period.start is not None and period.start > now:
-            continue
-        if period.end is not None and period.end <= now:
-            continue
-        best = current.get(period.unit_id)
-        if best is None or (period.start or datetime.min) >= (best.start or datetime.min):
-            current[period.unit_id] = period
-    return current
-
-
-def ping_rows(conn, periods: list[P.Period], now: datetime, silent_hours: float) -> list[UnitRow]:
-    """One row per unit that ever pinged or is in a deployment period now."""
-    current = current_periods(periods, now)
-    units: dict[str, str | None] = {}
-    has_pings = P.table_exists(conn, "pings")
-    if has_pings:
-        sql = f"WITH RECURSIVE {P.distinct_units_sql('pings')} SELECT id FROM units WHERE id IS NOT NULL"
-        units = {unit_id: None for (unit_id,) in conn.execute(sql)}
-    for unit_id in current:
-        units.setdefault(unit_id, None)
+def ping_rows(
+    conn, periods: list[D.Period], now: datetime, silent_hours: float, max_undeployed: int
+) -> tuple[list[UnitRow], D.Undeployed]:
+    """One row per unit that ever pinged or is in a deployment period now;
+    of the units never deployed, only the max_undeployed heard most recently."""
+    current = D.current_periods(periods, now)
+    layout = D.build_layout(periods)
     now_ts = now.isoformat(timespec="microseconds")
+    last_heard: dict[str, str | None] = {}
+    has_pings = R.table_exists(conn, "pings")
+    if has_pings:
+        sql = f"""
+            WITH RECURSIVE {R.distinct_units_sql("pings")}
+            SELECT id, (SELECT max(ping_ts) FROM pings WHERE unit_id = units.id AND ping_ts <= ?)
+            FROM units WHERE id IS NOT NULL"""
+        last_heard = dict(conn.execute(sql, (now_ts,)).fetchall())
+    undeployed = D.choose_undeployed(layout, last_heard, max_undeployed)
+    units = [u for u in last_heard if layout.is_deployed(u)] + undeployed.shown
+    units += [u for u in current if u not in last_heard]
     silent_after = timedelta(hours=silent_hours)
     rows = []
     for unit_id in units:
@@ -124,7 +131,7 @@ def ping_rows(conn, periods: list[P.Period], now: datetime, silent_hours: float)
             ).fetchone()
             if last:
                 last_ts, last_rssi, nickname = last
-            start_ts = P.sql_ts(period.start) if period and period.start else ""
+            start_ts = R.sql_ts(period.start) if period and period.start else ""
             stats = conn.execute(
                 "SELECT count(DISTINCT substr(ping_ts, 1, 10)), min(rssi_dbm), avg(rssi_dbm),"
                 " max(rssi_dbm), count(*), min(ping_ts)"
@@ -139,9 +146,9 @@ def ping_rows(conn, periods: list[P.Period], now: datetime, silent_hours: float)
             nickname = found[0] if found else None
         if period is not None and period.nickname:
             nickname = period.nickname
-        last_ping = P.parse_db_ts(last_ts)
+        last_ping = R.parse_db_ts(last_ts)
         days_heard, rssi_min, rssi_mean, rssi_max, n_pings, first_ts = stats
-        since = period.start if period and period.start else P.parse_db_ts(first_ts)
+        since = period.start if period and period.start else R.parse_db_ts(first_ts)
         rows.append(
             UnitRow(
                 unit_id=unit_id,
@@ -166,12 +173,12 @@ def ping_rows(conn, periods: list[P.Period], now: datetime, silent_hours: float)
         key=lambda r: (
             r.tier is None,
             -(r.tier or 0),
-            P.natural_key(r.site or ""),
-            P.natural_key(r.nickname or ""),
+            D.natural_key(r.site or ""),
+            D.natural_key(r.nickname or ""),
             r.unit_id,
         )
     )
-    return rows
+    return rows, undeployed
 
 
 @dataclass
@@ -185,36 +192,85 @@ class ReadingRow:
     temp: float | None
 
 
-def latest_readings(conn) -> list[ReadingRow]:
-    """Each unit's latest reading (one index seek per unit)."""
-    if not P.table_exists(conn, "co2_readings"):
-        return []
-    from .plot_co2 import TEMP_SQL, co2_mean_sql
+def latest_readings(conn, periods: list[D.Period], max_undeployed: int) -> tuple[list[ReadingRow], D.Undeployed]:
+    """Each unit's latest reading (one index seek per unit); of the units never
+    deployed, only the max_undeployed read most recently."""
+    if not R.table_exists(conn, "co2_readings"):
+        return [], D.Undeployed(shown=[], total=0)
+    from .daily import TEMP_SQL, co2_mean_sql
 
     sql = f"""
-        WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+        WITH RECURSIVE {R.distinct_units_sql("co2_readings")}
         SELECT units.id, r.nickname, r.date || ' ' || coalesce(r.time, ''), {co2_mean_sql()},
                {TEMP_SQL}
         FROM units JOIN co2_readings AS r ON r.rowid = (
             SELECT rowid FROM co2_readings WHERE unit_id = units.id AND date IS NOT NULL
             ORDER BY date DESC, time DESC LIMIT 1)
         WHERE units.id IS NOT NULL"""
-    rows = [ReadingRow(*row) for row in conn.execute(sql)]
-    rows.sort(key=lambda r: (P.natural_key(r.nickname or "~"), r.unit_id))
-    return rows
+    rows = {row[0]: ReadingRow(*row) for row in conn.execute(sql)}
+    layout = D.build_layout(periods)
+    undeployed = D.choose_undeployed(layout, {u: r.when for u, r in rows.items()}, max_undeployed)
+    shown = set(undeployed.shown)
+    kept = [r for u, r in rows.items() if layout.is_deployed(u) or u in shown]
+    kept.sort(key=lambda r: (D.natural_key(r.nickname or "~"), r.unit_id))
+    return kept, undeployed
 
 
-def plot_links(pub_dir: Path, names) -> list[dict]:
-    """Plots to show: each with its relative name and whether the file exists yet."""
-    return [{"file": name, "title": title, "exists": (pub_dir / name).is_file()} for name, title in names]
+# A note of a failed plot: its first line says when and how it failed, its
+# last line is the error (the end of the plot command's stderr).
+NOTE_BYTES = 8192
+ERROR_CHARS = 300
 
 
-def render_pages(conn, pub_dir: Path, templates: Path, now: datetime, silent_hours: float) -> list[str]:
+def failure_note(failed_dir: Path | None, name: str) -> dict | None:
+    """What the Makefile noted about plot `name` failing on its last run, or None."""
+    if failed_dir is None:
+        return None
+    try:
+        with open(failed_dir / name, "rb") as f:
+            head = f.readline(200)
+            f.seek(0, 2)
+            f.seek(max(f.tell() - NOTE_BYTES, 0))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return {"when": "", "error": f"(its note cannot be read: {exc.strerror})"}
+    lines = [line.strip() for line in tail.decode("utf-8", "replace").splitlines() if line.strip()]
+    error = lines[-1] if len(lines) > 1 else ""
+    if len(error) > ERROR_CHARS:
+        error = error[: ERROR_CHARS - 1] + "…"
+    return {"when": head.decode("utf-8", "replace").strip(), "error": error}
+
+
+def plot_links(pub_dir: Path, names, failed_dir: Path | None = None) -> list[dict]:
+    """Plots to show: each with its relative name, whether the file exists, and
+    whether its last run failed (then the page shows a note instead)."""
+    return [
+        {
+            "file": name,
+            "title": title,
+            "exists": (pub_dir / name).is_file(),
+            "failed": failure_note(failed_dir, name),
+        }
+        for name, title in names
+    ]
+
+
+def render_pages(
+    conn,
+    pub_dir: Path,
+    templates: Path,
+    now: datetime,
+    silent_hours: float,
+    max_undeployed: int,
+    failed_dir: Path | None = None,
+) -> list[str]:
     """Render both pages into pub_dir; return short descriptions of what was written."""
     import jinja2
 
     if not templates.is_dir():
-        raise P.CommandError(f"templates folder {templates} does not exist (see --templates)")
+        raise CommandError(f"templates folder {templates} does not exist (see --templates)")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -222,8 +278,9 @@ def render_pages(conn, pub_dir: Path, templates: Path, now: datetime, silent_hou
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    periods = P.load_periods(conn)
-    rows = ping_rows(conn, periods, now, silent_hours)
+    periods = D.load_periods(conn)
+    rows, undeployed = ping_rows(conn, periods, now, silent_hours, max_undeployed)
+    readings, undeployed_readings = latest_readings(conn, periods, max_undeployed)
     common = {
         "generated": now,
         "nav": NAV,
@@ -235,9 +292,10 @@ def render_pages(conn, pub_dir: Path, templates: Path, now: datetime, silent_hou
             {
                 **common,
                 "page": "/status/alive/summary",
-                "plots": plot_links(pub_dir, [(PINGS_PLOT, "Alive pings per day")]),
+                "plots": plot_links(pub_dir, [(PINGS_PLOT, "Alive pings per day")], failed_dir),
                 "rows": rows,
                 "n_silent": sum(r.silent for r in rows),
+                "undeployed": undeployed,
             },
         ),
         (
@@ -245,8 +303,9 @@ def render_pages(conn, pub_dir: Path, templates: Path, now: datetime, silent_hou
             {
                 **common,
                 "page": "/data/co2/summary",
-                "plots": plot_links(pub_dir, CO2_PLOTS),
-                "readings": latest_readings(conn),
+                "plots": plot_links(pub_dir, CO2_PLOTS, failed_dir),
+                "readings": readings,
+                "undeployed": undeployed_readings,
             },
         ),
     ]
@@ -255,12 +314,13 @@ def render_pages(conn, pub_dir: Path, templates: Path, now: datetime, silent_hou
         try:
             html = env.get_template(name).render(**context)
         except jinja2.TemplateNotFound:
-            raise P.CommandError(f"template {templates / name} is missing (see --templates)") from None
+            raise CommandError(f"template {templates / name} is missing (see --templates)") from None
         except jinja2.TemplateError as exc:
-            raise P.CommandError(f"template {name}: {exc}") from exc
-        P.write_atomically(pub_dir / name, lambda f, html=html: f.write(html.encode("utf-8")))
+            raise CommandError(f"template {name}: {exc}") from exc
+        write_atomically(pub_dir / name, lambda f, html=html: f.write(html.encode("utf-8")))
         written.append(name)
-    return [f"{written[0]} ({len(rows)} units)", written[1]]
+    left_out = f", {undeployed.left_out:,} never deployed not shown" if undeployed.left_out else ""
+    return [f"{written[0]} ({len(rows)} units{left_out})", written[1]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pub-dir", required=True, type=Path, help="folder of the pages and plots (e.g. ../var/pub)")
     parser.add_argument(
         "--silent-hours",
-        type=P.positive_float,
+        type=positive_float,
         default=26.0,
         metavar="H",
         help="highlight units not heard for more than H hours (default: 26)",
@@ -284,7 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="Jinja2 templates folder (default: templates_web beside co2db)",
     )
-    P.add_now_option(parser)
+    parser.add_argument(
+        "--failed-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder of notes of plots that failed on their last run (the Makefile's FAILED_DIR): "
+        "such a plot is replaced by a note saying why",
+    )
+    add_max_undeployed_option(parser)
+    add_now_option(parser)
     return parser
 
 
@@ -292,15 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> str:
-        now = args.now or P.utc_now()
-        conn = P.open_db_readonly(args.db)
+        now = args.now or utc_now()
+        conn = R.open_db_readonly(args.db)
         try:
-            written = render_pages(conn, args.pub_dir, args.templates, now, args.silent_hours)
+            written = render_pages(
+                conn, args.pub_dir, args.templates, now, args.silent_hours, args.max_undeployed, args.failed_dir
+            )
         finally:
             conn.close()
         return f"wrote {', '.join(written)} in {args.pub_dir}"
 
-    return P.run_command(PROG, run)
+    return run_command(PROG, run)
 
 
 if __name__ == "__main__":

@@ -11,48 +11,36 @@ a black line over a fill coloured by temperature, cold blue to warm red, on
 one scale for all panels. Temperature is also drawn as a line on the right
 axis. Data taken en route, in a lab check, or outside every deployment
 period of the unit is drawn faded, and en_route/lab_check periods are
-shaded. SQLite does the averaging; Python only sees one row per unit and bin.
+shaded. SQLite does the averaging; Python only sees one row per unit and bin
+(the drawing is co2_panels.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import daily
-from . import plotting as P
-from .daily import TEMP_SQL, co2_mean_sql  # noqa: F401 (also used by pages)
+from . import deployments as D
+from . import figures as F
+from . import readonly as R
+from . import timebins as T
+from .cli import add_common_plot_options, positive_float, positive_int
+from .co2_panels import Bin, draw
+from .daily import TEMP_SQL, co2_mean_sql
 
 PROG = "co2db.plot_co2"
 TARGET_BINS = 800  # about a panel's width in pixels at 100 dpi
-PANEL_INCHES = 1.05
-GAP_INCHES = 0.14
-MAX_GAP = timedelta(hours=3)  # a longer silence breaks the line
-TEMP_CMAP = "coolwarm"
-CO2_LINE = "#1a1a1a"
-TEMP_LINE = "#6a1b9a"
-NO_TEMP_FILL = "#b0bec5"
-
-
-@dataclass
-class Bin:
-    index: int
-    co2: float | None
-    temp: float | None
-    count: int
-    status: str
 
 
 def readings_units(conn) -> dict[str, tuple[str | None, str | None, str | None]]:
     """unit_id -> (latest nickname, first 'date time', last 'date time'), by index seeks."""
-    if not P.table_exists(conn, "co2_readings"):
+    if not R.table_exists(conn, "co2_readings"):
         return {}
     sql = f"""
-        WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+        WITH RECURSIVE {R.distinct_units_sql("co2_readings")}
         SELECT id,
             (SELECT nickname FROM (
                 SELECT nickname FROM co2_readings WHERE unit_id = units.id
@@ -66,24 +54,38 @@ def readings_units(conn) -> dict[str, tuple[str | None, str | None, str | None]]
 
 
 def readings_extent(units: dict) -> tuple[datetime | None, datetime | None]:
-    firsts = [P.parse_db_ts(first) for _nick, first, _last in units.values()]
-    lasts = [P.parse_db_ts(last) for _nick, _first, last in units.values()]
+    firsts = [R.parse_db_ts(first) for _nick, first, _last in units.values()]
+    lasts = [R.parse_db_ts(last) for _nick, _first, last in units.values()]
     firsts = [t for t in firsts if t]
     lasts = [t for t in lasts if t]
     return (min(firsts) if firsts else None, max(lasts) if lasts else None)
 
 
-def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
-    """(unit_id, bin index, mean CO2, mean temperature, readings) per unit and bin."""
-    if not P.table_exists(conn, "co2_readings"):
+def last_read(units: dict, xmin: datetime, xmax: datetime) -> dict[str, str | None]:
+    """unit_id -> its last reading time, at most xmax; None when it has none in [xmin, xmax]."""
+    t0, t1 = R.sql_ts(xmin, " "), R.sql_ts(xmax, " ")
+    return {
+        unit_id: min(last, t1) if first and last and first <= t1 and last >= t0 else None
+        for unit_id, (_nick, first, last) in units.items()
+    }
+
+
+def query_bins(conn, bins: T.TimeBins, xmin: datetime, xmax: datetime, unit_ids=None):
+    """(unit_id, bin index, mean CO2, mean temperature, readings) per unit and bin,
+    of every unit, or only of unit_ids (when thousands of units would be read)."""
+    if not R.table_exists(conn, "co2_readings"):
         return []
     ts = "r.date || ' ' || coalesce(r.time, '00:00:00')"
     params = bins.sql_params() | {
         "d0": xmin.strftime("%Y-%m-%d"),
         "d1": xmax.strftime("%Y-%m-%d"),
-        "t0": P.sql_ts(max(xmin, bins.origin), " "),
-        "t1": P.sql_ts(xmax, " "),
+        "t0": R.sql_ts(max(xmin, bins.origin), " "),
+        "t1": R.sql_ts(xmax, " "),
     }
+    only = ""
+    if unit_ids is not None:
+        params["units"] = R.units_param(unit_ids)
+        only = " AND unit_id IN (SELECT value FROM json_each(:units))"
     day_bins = bins.width.total_seconds() % 86400 == 0 and bins.origin.time() == datetime.min.time()
     # Sums per (unit_id, date), then days into bins: sum / count, weighted by
     # readings (never a mean of daily means).
@@ -98,17 +100,17 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
         # per unit and day instead of every reading.
         sql = days_into_bins.format(
             days="SELECT unit_id, date, n, co2_sum, co2_n, temp_sum, temp_n FROM co2_daily"
-            " WHERE date BETWEEN :d0 AND :d1"
+            " WHERE date BETWEEN :d0 AND :d1" + only
         )
     elif day_bins:
         # The same from the readings (a database without co2_daily): group by
         # (unit_id, date) first, which follows the (unit_id, date, time) index,
         # so SQLite aggregates while scanning instead of sorting millions of rows.
-        sql = days_into_bins.format(days=daily.daily_select("WHERE r.date BETWEEN :d0 AND :d1"))
+        sql = days_into_bins.format(days=daily.daily_select("WHERE r.date BETWEEN :d0 AND :d1" + only))
     else:
         # The units CTE drives one index range scan per unit over (unit_id, date).
         sql = f"""
-            WITH RECURSIVE {P.distinct_units_sql("co2_readings")}
+            WITH RECURSIVE {R.distinct_units_sql("co2_readings") if unit_ids is None else R.listed_units_sql()}
             SELECT r.unit_id, {bins.sql_index(ts)} AS b, avg({co2_mean_sql()}), avg({TEMP_SQL}),
                    count(*)
             FROM units JOIN co2_readings AS r ON r.unit_id = units.id
@@ -123,327 +125,42 @@ def query_bins(conn, bins: P.TimeBins, xmin: datetime, xmax: datetime):
 
 def render(conn, args: argparse.Namespace, now: datetime):
     """Build the figure; return (figure, description)."""
-    periods = P.load_periods(conn)
-    layout = P.build_layout(periods)
+    periods = D.load_periods(conn)
+    layout = D.build_layout(periods)
     units = readings_units(conn)
     if args.recent_days:
         xmax = args.xmax or now
         xmin = args.xmin or xmax - timedelta(days=args.recent_days)
-        xmin, xmax = P.default_range((xmin, xmax), periods, now, xmin, xmax)
+        xmin, xmax = T.default_range((xmin, xmax), periods, now, xmin, xmax)
         title = f"CO₂ and temperature, last {args.recent_days} days"
     else:
-        xmin, xmax = P.default_range(readings_extent(units), periods, now, args.xmin, args.xmax)
+        xmin, xmax = T.default_range(readings_extent(units), periods, now, args.xmin, args.xmax)
         title = "CO₂ and temperature, all data"
-    bins = P.choose_bins(xmin, xmax, TARGET_BINS)
+    bins = T.choose_bins(xmin, xmax, TARGET_BINS)
+    # Units never deployed: only the most recently heard get a panel.
+    heard = last_read(units, xmin, xmax) if D.tier_allowed(None, args.min_tier, args.max_tier) else {}
+    undeployed = D.choose_undeployed(layout, heard, args.max_undeployed)
+    shown = None
+    if undeployed.left_out:
+        shown = {unit_id for unit_id in units if layout.is_deployed(unit_id)} | set(undeployed.shown)
 
     series: dict[str, dict[str, list[Bin]]] = defaultdict(lambda: defaultdict(list))
     half = bins.width / 2
     n_readings = 0
-    for unit_id, index, co2, temp, count in query_bins(conn, bins, xmin, xmax):
+    for unit_id, index, co2, temp, count in query_bins(conn, bins, xmin, xmax, shown):
+        if shown is not None and unit_id not in shown:
+            continue
         key, status = layout.locate(unit_id, bins.start_of(index) + half)
-        P.group_for_data(layout, key, unit_id, units.get(unit_id, (None,))[0])
+        D.group_for_data(layout, key, unit_id, units.get(unit_id, (None,))[0])
         series[key][unit_id].append(Bin(index, co2, temp, count, status))
         n_readings += count
-    groups = P.select_groups(layout, series, xmin, xmax, args.min_tier, args.max_tier)
-    fig = draw(groups, series, bins, xmin, xmax, now, title, args.co2_max, n_readings)
-    return fig, (f"{len(groups)} panels, {n_readings} readings in bins of {P.describe_width(bins.width)}")
-
-
-def temperature_norm(series, groups):
-    """One colour scale for all panels, centred on 0 °C (freezing)."""
-    from matplotlib.colors import TwoSlopeNorm
-
-    temps = sorted(
-        b.temp for g in groups for unit_bins in series.get(g.key, {}).values()
-        for b in unit_bins if b.temp is not None
-    )  # fmt: skip
-    lo, hi = -10.0, 10.0
-    if temps:
-        # Ignore the extreme 1 % so one odd bin cannot wash out every colour.
-        k = len(temps) // 100
-        lo, hi = min(temps[k], lo), max(temps[-1 - k], hi)
-        lo, hi = min(lo, -1.0), max(hi, 1.0)
-    return TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi)
-
-
-def split_runs(unit_bins: list[Bin], gap_bins: int) -> list[list[Bin]]:
-    """Consecutive bins of one unit with one look (faded or not) and no long gap.
-
-    A gap is long when it is longer than gap_bins and than three times the
-    unit's usual spacing (a unit reading every 6 hours is not "silent" between
-    readings when bins are 30 minutes).
-    """
-    ordered = sorted((b for b in unit_bins if b.co2 is not None), key=lambda b: b.index)
-    steps = sorted(b.index - a.index for a, b in zip(ordered, ordered[1:], strict=False))
-    if steps:
-        gap_bins = max(gap_bins, 3 * steps[len(steps) // 2])
-    runs: list[list[Bin]] = []
-    for b in ordered:
-        faded = b.status in P.SUBDUED
-        if runs:
-            last = runs[-1][-1]
-            if b.index - last.index <= gap_bins and (last.status in P.SUBDUED) == faded:
-                runs[-1].append(b)
-                continue
-        runs.append([b])
-    return runs
-
-
-def co2_limits(values: list[float], co2_max: float | None) -> tuple[float, float]:
-    """y-limits of a panel: the data with a margin, capped at --co2-max."""
-    if not values:
-        return 0.0, co2_max or 1000.0
-    lo, hi = min(values), max(values)
-    if co2_max is not None:
-        hi = min(hi, co2_max)
-        lo = min(lo, co2_max * 0.9)
-    margin = max((hi - lo) * 0.08, 10.0)
-    lo = max(0.0, lo - margin)
-    hi = co2_max if co2_max is not None else hi + margin
-    if hi <= lo:
-        hi = lo + 20.0
-    return lo, hi
-
-
-def nice_ticks(lo: float, hi: float, nbins: int = 3) -> list[float]:
-    """A few round values within [lo, hi] for a panel's scale."""
-    from matplotlib.ticker import MaxNLocator
-
-    ticks = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-    return [t for t in ticks if lo <= t <= hi]
-
-
-def draw(groups, series, bins, xmin, xmax, now, title, co2_max, n_readings):
-    """Header (title, legend, colour scale) and one panel per group, sharing the time axis.
-
-    All panels live in ONE matplotlib axes, each in its own band of y (panel
-    i spans [base, base + 1]; CO2 and temperature are scaled into it and the
-    panel draws its own two scales). Axes are the costly part of a figure:
-    one per panel (two with a twin temperature axis) took seconds at a
-    hundred panels, one for all takes a fraction of that.
-    """
-    import matplotlib
-    import matplotlib.dates as mdates
-    import numpy as np
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Polygon, Rectangle
-    from matplotlib.transforms import blended_transform_factory
-
-    n = len(groups)
-    width_in, left_in, right_in = 12.0, 0.8, 0.8
-    header_in, footer_in = 1.5, 0.45
-    gap = GAP_INCHES / PANEL_INCHES  # in panel heights
-    body_in = max(n * (PANEL_INCHES + GAP_INCHES) - GAP_INCHES, 1.2)
-    height_in = header_in + body_in + footer_in
-    fig = P.new_figure(width_in, height_in)
-    cmap = matplotlib.colormaps[TEMP_CMAP].with_extremes(bad=NO_TEMP_FILL)
-    norm = temperature_norm(series, groups)
-
-    fig.text(0.01, 1 - 0.22 / height_in, title, fontsize=12, fontweight="bold", va="center")
-    fig.text(
-        0.01,
-        1 - 0.45 / height_in,
-        f"{xmin:%Y-%m-%d %H:%M} – {xmax:%Y-%m-%d %H:%M} UTC · mean of bins of "
-        f"{P.describe_width(bins.width)} · panels by tier, higher first · "
-        f"generated {now:%Y-%m-%d %H:%M} UTC",
-        fontsize=8.5,
-        color="#455a64",
-        va="center",
-    )
-    handles = [
-        Line2D([], [], color=CO2_LINE, linewidth=1.0, label="CO₂ (ppm, left scale)"),
-        Line2D([], [], color=TEMP_LINE, linewidth=0.8, label="temperature (°C, right scale)"),
-        Patch(facecolor=NO_TEMP_FILL, label="fill: no temperature"),
-        Line2D([], [], color=CO2_LINE, alpha=0.3, linewidth=1.0, label="faded: not deployed"),
-    ]
-    for status in ("en_route", "lab_check"):
-        handles.append(Patch(facecolor=P.status_colours(status)[1], label=status.replace("_", " ")))
-    P.top_legend(fig, handles, 0.6, height_in)
-    cax = fig.add_axes((0.015, 1 - 1.0 / height_in, 3.2 / width_in, 0.09 / height_in))
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal")
-    bar.ax.tick_params(labelsize=7, length=2)
-    bar.outline.set_linewidth(0.4)
-    fig.text(
-        0.01 + 3.3 / width_in,
-        1 - 0.955 / height_in,
-        "fill colour: temperature (°C), one scale for all panels",
-        fontsize=7.5,
-        va="center",
-    )
-
-    axes_w = (width_in - left_in - right_in) / width_in
-    ax = fig.add_axes((left_in / width_in, footer_in / height_in, axes_w, body_in / height_in))
-    ax.set_gid("co2-panels")
-    x0, x1 = mdates.date2num(xmin), mdates.date2num(xmax)
-    top = max(n * (1 + gap) - gap, 1.0)
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(0, top)
-    P.date_axis(ax)
-    ax.set_yticks([])
-    ax.tick_params(axis="x", labelsize=7, top=n > 0, labeltop=n > 0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    left = blended_transform_factory(ax.transAxes, ax.transData)
-    tick_len = 0.004  # in axes widths
-
-    if not groups or n_readings == 0:
-        fig.text(
-            0.5,
-            (footer_in + body_in / 2) / height_in if not groups else 1 - 0.9 / height_in,
-            f"No CO₂ readings between {xmin:%Y-%m-%d %H:%M} and {xmax:%Y-%m-%d %H:%M} UTC",
-            ha="center",
-            va="center",
-            fontsize=11 if not groups else 9,
-            color="#b71c1c",
-            gid="no-data",
-        )
-
-    origin = mdates.date2num(bins.origin)
-    bin_days = bins.width.total_seconds() / 86400.0
-    gap_bins = max(3, math.ceil(MAX_GAP / bins.width))
-    grid_x = [x for x in ax.xaxis.get_major_locator()() if x0 <= x <= x1]
-    grid, co2_ticks, temp_ticks, now_marks = [], [], [], []
-    taken: set[str] = set()
-    now_x = mdates.date2num(now) if xmin <= now <= xmax else None
-    label_box = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5}
-
-    for i, group in enumerate(groups):
-        base = (n - 1 - i) * (1 + gap)
-        frame = Rectangle((x0, base), x1 - x0, 1.0, facecolor="none", edgecolor="#90a4ae", linewidth=0.6, zorder=4.5)
-        frame.set_gid(P.svg_id("panel-", group.key, taken))
-        ax.add_patch(frame)
-        grid.extend(((x, base), (x, base + 1)) for x in grid_x)
-        if now_x is not None:
-            now_marks.append(((now_x, base), (now_x, base + 1)))
-
-        for period in group.periods:
-            if period.status in ("en_route", "lab_check") and period.overlaps(xmin, xmax):
-                a = mdates.date2num(max(period.start or xmin, xmin))
-                b = mdates.date2num(min(period.end or xmax, xmax))
-                ax.add_patch(
-                    Rectangle((a, base), b - a, 1.0, facecolor=P.status_colours(period.status)[1], lw=0, zorder=0.2)
-                )
-
-        unit_series = series.get(group.key, {})
-        runs = [run for bins_ in unit_series.values() for run in split_runs(bins_, gap_bins)]
-        lo, hi = co2_limits([b.co2 for run in runs for b in run], co2_max)
-        temps_known = [b.temp for run in runs for b in run if b.temp is not None]
-        if temps_known:
-            t_lo, t_hi = min(temps_known), max(temps_known)
-            pad = max((t_hi - t_lo) * 0.1, 1.0)
-            t_lo, t_hi = t_lo - pad, t_hi + pad
-        else:
-            t_lo, t_hi = -10.0, 10.0
-
-        def y_co2(values, lo=lo, hi=hi, base=base):
-            return base + (np.clip(values, lo, hi) - lo) / (hi - lo)
-
-        def y_temp(values, t_lo=t_lo, t_hi=t_hi, base=base):
-            return base + (values - t_lo) / (t_hi - t_lo)
-
-        for run in runs:
-            faded = run[0].status in P.SUBDUED
-            alpha = 0.3 if faded else 1.0
-            idx = np.array([b.index for b in run], dtype=float)
-            xs = origin + (idx + 0.5) * bin_days
-            ys = y_co2(np.array([b.co2 for b in run], dtype=float))
-            temps = np.array([np.nan if b.temp is None else b.temp for b in run], dtype=float)
-            # Fill: a strip of temperature colours, one pixel per bin, clipped
-            # to the area under the CO2 line (one small image per run).
-            full = np.arange(run[0].index, run[-1].index + 1, dtype=float)
-            known = ~np.isnan(temps)
-            strip = np.interp(full, idx[known], temps[known]) if known.any() else full * np.nan
-            if len(xs) == 1:
-                xs_fill = np.array([xs[0] - bin_days / 2, xs[0] + bin_days / 2])
-                ys_fill = np.array([ys[0], ys[0]])
-            else:
-                xs_fill, ys_fill = xs, ys
-            clip = Polygon(
-                np.column_stack(
-                    [
-                        np.concatenate([[xs_fill[0]], xs_fill, [xs_fill[-1]]]),
-                        np.concatenate([[base], ys_fill, [base]]),
-                    ]
-                ),
-                closed=True,
-                facecolor="none",
-                edgecolor="none",
-                transform=ax.transData,
-            )
-            # Not added to the axes: it only clips (adding it would make
-            # matplotlib walk every vertex to update the data limits).
-            image = ax.imshow(
-                strip[np.newaxis, :],
-                extent=(origin + run[0].index * bin_days, origin + (run[-1].index + 1) * bin_days, base, base + 1),
-                aspect="auto",
-                origin="lower",
-                cmap=cmap,
-                norm=norm,
-                interpolation="nearest",
-                alpha=0.85 * alpha,
-                zorder=1,
-            )
-            image.set_clip_path(clip)
-            ax.plot(
-                xs_fill,
-                ys_fill,
-                color=CO2_LINE,
-                linewidth=0.9,
-                alpha=alpha,
-                zorder=3,
-                marker="o" if len(xs) == 1 else None,
-                markersize=2.5,
-                markevery=[0] if len(xs) == 1 else None,
-            )
-            if known.any():
-                ax.plot(xs, y_temp(temps), color=TEMP_LINE, linewidth=0.6, alpha=alpha, zorder=2)
-
-        if runs:
-            for value in nice_ticks(lo, hi):
-                y = float(y_co2(value))
-                co2_ticks.append(((-tick_len, y), (0, y)))
-                ax.text(-2 * tick_len, y, f"{value:g}", transform=left, ha="right", va="center", fontsize=7)
-        if temps_known:
-            for value in nice_ticks(t_lo, t_hi):
-                y = float(y_temp(value))
-                temp_ticks.append(((1, y), (1 + tick_len, y)))
-                ax.text(
-                    1 + 2 * tick_len, y, f"{value:g}", transform=left, ha="left", va="center",
-                    fontsize=7, color=TEMP_LINE,
-                )  # fmt: skip
-        if not runs:
-            ax.text(
-                (x0 + x1) / 2, base + 0.5, "no readings in this period", ha="center", va="center",
-                color="#78909c", fontsize=8,
-            )  # fmt: skip
-        tier = "no tier" if group.tier is None else f"tier {group.tier}"
-        ax.text(
-            0.004, base + 0.94, group.label, transform=left, ha="left", va="top",
-            fontsize=8.5, fontweight="bold", bbox=label_box, zorder=5,
-        )  # fmt: skip
-        ax.text(
-            0.996, base + 0.94, group.nickname_label(), transform=left, ha="right", va="top",
-            fontsize=8, bbox=label_box, zorder=5,
-        )  # fmt: skip
-        ax.text(
-            -0.05, base + 0.5, tier, transform=left, rotation=90, ha="center",
-            va="center", fontsize=6.5, color="#78909c",
-        )  # fmt: skip
-
-    ax.add_collection(LineCollection(grid, colors="#e0e0e0", linewidths=0.5, zorder=0.15))
-    ax.add_collection(LineCollection(now_marks, colors="#c62828", linewidths=0.6, zorder=4))
-    ax.add_collection(LineCollection(co2_ticks, colors="#37474f", linewidths=0.6, transform=left, clip_on=False))
-    ax.add_collection(LineCollection(temp_ticks, colors=TEMP_LINE, linewidths=0.6, transform=left, clip_on=False))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(0, top)
-    fig.text(0.004, (footer_in + body_in / 2) / height_in, "CO₂ (ppm)", rotation=90, va="center", fontsize=8)
-    fig.text(
-        0.996, (footer_in + body_in / 2) / height_in, "temperature (°C)", rotation=90,
-        va="center", ha="right", fontsize=8, color=TEMP_LINE,
-    )  # fmt: skip
-    return fig
+    groups = D.select_groups(layout, series, xmin, xmax, args.min_tier, args.max_tier, undeployed)
+    note = F.left_out_note(undeployed.left_out, len(undeployed.shown)) if undeployed.left_out else None
+    fig = draw(groups, series, bins, xmin, xmax, now, title, args.co2_max, n_readings, note)
+    panels = f"{len(groups)} panels"
+    if undeployed.left_out:
+        panels += f" ({len(undeployed.shown)} of {undeployed.total:,} never deployed)"
+    return fig, f"{panels}, {n_readings} readings in bins of {T.describe_width(bins.width)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,16 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tier is given. Sensor-limit codes (CO2 0 or 200010, temperature 85.0) are "
         "left out of the means.",
     )
-    P.add_common_plot_options(parser)
+    add_common_plot_options(parser)
     parser.add_argument(
         "--recent-days",
-        type=P.positive_int,
+        type=positive_int,
         metavar="N",
         help="show the last N days up to now (or --xmax) instead of all data",
     )
     parser.add_argument(
         "--co2-max",
-        type=P.positive_float,
+        type=positive_float,
         metavar="PPM",
         help="top of every CO2 axis (higher values are clipped); default: each panel's data",
     )
@@ -472,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return P.run_plot(PROG, build_parser().parse_args(argv), render)
+    return F.run_plot(PROG, build_parser().parse_args(argv), render)
 
 
 if __name__ == "__main__":

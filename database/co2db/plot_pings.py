@@ -18,7 +18,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import plotting as P
+from . import deployments as D
+from . import figures as F
+from . import readonly as R
+from . import timebins as T
+from .cli import add_common_plot_options
 
 PROG = "co2db.plot_pings"
 TARGET_BINS = 900  # about the axes' width in pixels at 100 dpi
@@ -44,36 +48,51 @@ class PingBin:
 
 def ping_extent(conn) -> tuple[datetime | None, datetime | None]:
     """First and last ping time (index seeks on pings_ts_unit)."""
-    if not P.table_exists(conn, "pings"):
+    if not R.table_exists(conn, "pings"):
         return None, None
     lo, hi = conn.execute("SELECT min(ping_ts), max(ping_ts) FROM pings").fetchone()
-    return P.parse_db_ts(lo), P.parse_db_ts(hi)
+    return R.parse_db_ts(lo), R.parse_db_ts(hi)
 
 
-def unit_nicknames(conn) -> dict[str, str | None]:
-    """Every unit that ever pinged, with its latest non-NULL nickname."""
-    if not P.table_exists(conn, "pings"):
+def last_heard(conn, xmin: datetime, xmax: datetime) -> dict[str, str | None]:
+    """Every unit that ever pinged, with its last ping in [xmin, xmax] (None: none there).
+
+    One index seek per unit: cheap for tens of thousands of hardware IDs."""
+    if not R.table_exists(conn, "pings"):
         return {}
     sql = f"""
-        WITH RECURSIVE {P.distinct_units_sql("pings")}
+        WITH RECURSIVE {R.distinct_units_sql("pings")}
+        SELECT id, (SELECT max(ping_ts) FROM pings
+                    WHERE unit_id = units.id AND ping_ts >= :t0 AND ping_ts <= :t1)
+        FROM units WHERE id IS NOT NULL"""
+    params = {"t0": R.sql_ts(xmin), "t1": xmax.isoformat(timespec="microseconds")}
+    return dict(conn.execute(sql, params).fetchall())
+
+
+def unit_nicknames(conn, unit_ids) -> dict[str, str | None]:
+    """These units, each with its latest non-NULL nickname in the pings."""
+    if not R.table_exists(conn, "pings"):
+        return {}
+    sql = f"""
+        WITH {R.listed_units_sql()}
         SELECT id, (SELECT nickname FROM pings
                     WHERE unit_id = units.id AND nickname IS NOT NULL
                     ORDER BY ping_ts DESC LIMIT 1)
-        FROM units WHERE id IS NOT NULL"""
-    return dict(conn.execute(sql).fetchall())
+        FROM units"""
+    return dict(conn.execute(sql, {"units": R.units_param(unit_ids)}).fetchall())
 
 
-def query_ping_bins(conn, bins: P.TimeBins) -> list[PingBin]:
-    """Pings per unit and (day-aligned) bin, counted by SQLite.
+def query_ping_bins(conn, bins: T.TimeBins, unit_ids) -> list[PingBin]:
+    """Pings of these units per unit and (day-aligned) bin, counted by SQLite.
 
     One count per unit and bin, each an index range on (unit_id, ping_ts):
     about three times faster than grouping millions of pings, which sorts.
     """
-    if not P.table_exists(conn, "pings"):
+    if not R.table_exists(conn, "pings"):
         return []
     width_days = int(bins.width.total_seconds() // 86400)
     sql = f"""
-        WITH RECURSIVE {P.distinct_units_sql("pings")},
+        WITH RECURSIVE {R.listed_units_sql()},
         edges(i, t0, t1) AS (
             SELECT 0, :t0, strftime('%Y-%m-%dT%H:%M:%S', :t0, :step)
             UNION ALL
@@ -84,10 +103,15 @@ def query_ping_bins(conn, bins: P.TimeBins) -> list[PingBin]:
             SELECT units.id, edges.i,
                    (SELECT count(*) FROM pings
                     WHERE unit_id = units.id AND ping_ts >= edges.t0 AND ping_ts < edges.t1)
-            FROM units, edges WHERE units.id IS NOT NULL
+            FROM units, edges
         )
         SELECT unit_id, i, n FROM counts WHERE n > 0"""
-    params = {"t0": P.sql_ts(bins.origin), "step": f"+{width_days} days", "count": bins.count}
+    params = {
+        "t0": R.sql_ts(bins.origin),
+        "step": f"+{width_days} days",
+        "count": bins.count,
+        "units": R.units_param(unit_ids),
+    }
     return [PingBin(u, b, n) for u, b, n in conn.execute(sql, params)]
 
 
@@ -102,30 +126,39 @@ def ping_class(per_day: float) -> int:
 
 def render(conn, args: argparse.Namespace, now: datetime):
     """Build the figure; return (figure, number of rows, description)."""
-    periods = P.load_periods(conn)
-    layout = P.build_layout(periods)
-    xmin, xmax = P.default_range(ping_extent(conn), periods, now, args.xmin, args.xmax)
+    periods = D.load_periods(conn)
+    layout = D.build_layout(periods)
+    xmin, xmax = T.default_range(ping_extent(conn), periods, now, args.xmin, args.xmax)
     # Cells are days: a defaulted axis shows whole days.
     if args.xmin is None:
         xmin = datetime.combine(xmin.date(), datetime.min.time())
     if args.xmax is None:
         xmax = datetime.combine(xmax.date(), datetime.min.time()) + timedelta(days=1)
-    bins = P.choose_bins(xmin, xmax, TARGET_BINS, min_seconds=86400)
-    nicknames = unit_nicknames(conn)
+    bins = T.choose_bins(xmin, xmax, TARGET_BINS, min_seconds=86400)
+    # Units never deployed: only the most recently heard (thousands of
+    # invented hardware IDs must not make thousands of rows).
+    heard = last_heard(conn, xmin, xmax) if D.tier_allowed(None, args.min_tier, args.max_tier) else {}
+    undeployed = D.choose_undeployed(layout, heard, args.max_undeployed)
+    units = {p.unit_id for p in periods} | set(undeployed.shown)
+    nicknames = unit_nicknames(conn, units)
 
     # Cells per group: (unit, bin index) -> count, each bin placed by its middle.
     cells: dict[str, list[PingBin]] = defaultdict(list)
     half = bins.width / 2
-    for ping_bin in query_ping_bins(conn, bins):
+    for ping_bin in query_ping_bins(conn, bins, units):
         key, _status = layout.locate(ping_bin.unit_id, bins.start_of(ping_bin.index) + half)
-        P.group_for_data(layout, key, ping_bin.unit_id, nicknames.get(ping_bin.unit_id))
+        D.group_for_data(layout, key, ping_bin.unit_id, nicknames.get(ping_bin.unit_id))
         cells[key].append(ping_bin)
-    groups = P.select_groups(layout, cells, xmin, xmax, args.min_tier, args.max_tier)
-    fig = draw(groups, cells, bins, xmin, xmax, now)
-    return fig, len(groups), f"{len(groups)} rows, bins of {P.describe_width(bins.width)}"
+    groups = D.select_groups(layout, cells, xmin, xmax, args.min_tier, args.max_tier, undeployed)
+    note = F.left_out_note(undeployed.left_out, len(undeployed.shown)) if undeployed.left_out else None
+    fig = draw(groups, cells, bins, xmin, xmax, now, note)
+    rows = f"{len(groups)} rows"
+    if undeployed.left_out:
+        rows += f" ({len(undeployed.shown)} of {undeployed.total:,} never deployed)"
+    return fig, len(groups), f"{rows}, bins of {T.describe_width(bins.width)}"
 
 
-def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: datetime):
+def draw(groups, cells, bins: T.TimeBins, xmin: datetime, xmax: datetime, now: datetime, note: str | None = None):
     """Lay out the figure: header with legend, one row per group, date axis top and bottom."""
     import matplotlib.dates as mdates
     from matplotlib.collections import PolyCollection
@@ -135,10 +168,10 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
 
     n_rows = len(groups)
     width_in, left_in, right_in = 12.0, 1.9, 1.6
-    header_in, footer_in = 1.05, 0.45
+    header_in, footer_in = 1.05 + (0.22 if note else 0.0), 0.45
     body_in = max(n_rows, 4) * ROW_INCHES + 0.3
     height_in = header_in + body_in + footer_in
-    fig = P.new_figure(width_in, height_in)
+    fig = F.new_figure(width_in, height_in)
     ax = fig.add_axes(
         (
             left_in / width_in,
@@ -151,7 +184,7 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
     x0, x1 = mdates.date2num(xmin), mdates.date2num(xmax)
     ax.set_xlim(x0, x1)
     ax.set_ylim(max(n_rows, 1) - 0.5, -0.5)
-    P.date_axis(ax)
+    F.date_axis(ax)
     ax.tick_params(axis="x", top=True, labeltop=True)
     ax.grid(axis="x", color="#cfd8dc", linewidth=0.5, zorder=0)
     ax.set_axisbelow(True)
@@ -170,7 +203,7 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
         0.01,
         1 - 0.45 / height_in,
         f"{xmin:%Y-%m-%d %H:%M} – {xmax:%Y-%m-%d %H:%M} UTC · one cell = "
-        f"{P.describe_width(bins.width)} · rows by tier, higher first · "
+        f"{T.describe_width(bins.width)} · rows by tier, higher first · "
         f"generated {now:%Y-%m-%d %H:%M} UTC",
         fontsize=8.5,
         color="#455a64",
@@ -195,12 +228,12 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
             edgecolor="none",
             zorder=0.5,
         )
-        zebra.set_gid(P.svg_id("panel-", group.key, taken))
+        zebra.set_gid(F.svg_id("panel-", group.key, taken))
         ax.add_patch(zebra)
         for period in group.periods:
             if not period.overlaps(xmin, xmax):
                 continue
-            strong, pale = P.status_colours(period.status)
+            strong, pale = F.status_colours(period.status)
             start = max(period.start or xmin, xmin)
             end = min(period.end or xmax, xmax)
             a, b = mdates.date2num(start), mdates.date2num(end)
@@ -228,7 +261,8 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
             b = origin + (last + 1) * bin_days
             cell_verts.append(((a, row - 0.2), (b, row - 0.2), (b, row + 0.2), (a, row + 0.2)))
             cell_colours.append(PING_CLASSES[klass][2])
-        ax.text(
+        F.field_text(
+            ax,
             1.008,
             row,
             group.nickname_label(),
@@ -242,7 +276,7 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
     ax.add_collection(PolyCollection(band_verts, facecolors=band_colours, edgecolors="none", zorder=1))
     ax.add_collection(PolyCollection(cell_verts, facecolors=cell_colours, edgecolors="none", zorder=2))
     for (status, end), (xs, ys) in sorted(markers.items()):
-        strong, _pale = P.status_colours(status)
+        strong, _pale = F.status_colours(status)
         ax.plot(
             xs,
             ys,
@@ -256,7 +290,7 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
             clip_on=False,
         )
 
-    ax.set_yticks(range(n_rows), [g.label for g in groups])
+    ax.set_yticks(range(n_rows), [F.plain_text(g.label) for g in groups])
     ax.tick_params(axis="y", length=0, labelsize=8)
     # Tier blocks: a rule between tiers and the tier number at the far left.
     previous = object()
@@ -290,8 +324,8 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
         )
 
     handles = [Patch(facecolor=c, label=f"{label} pings/day") for _l, label, c in PING_CLASSES]
-    for status in P.STATUSES:
-        strong, pale = P.status_colours(status)
+    for status in D.STATUSES:
+        strong, pale = F.status_colours(status)
         handles.append(
             Line2D(
                 [],
@@ -305,7 +339,9 @@ def draw(groups, cells, bins: P.TimeBins, xmin: datetime, xmax: datetime, now: d
                 label=status.replace("_", " "),
             )
         )
-    P.top_legend(fig, handles, 0.58, height_in)
+    F.top_legend(fig, handles, 0.58, height_in)
+    if note:
+        fig.text(0.01, 1 - 0.98 / height_in, note, fontsize=8.5, color="#b71c1c", va="center", gid="left-out")
     return fig
 
 
@@ -315,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plot the days each unit was heard (alive pings), one row per deployment group, ordered by tier.",
         epilog="Units never deployed have no tier: they are shown unless --min-tier or --max-tier is given.",
     )
-    P.add_common_plot_options(parser)
+    add_common_plot_options(parser)
     return parser
 
 
@@ -324,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         fig, _rows, description = render(conn, args, now)
         return fig, description
 
-    return P.run_plot(PROG, build_parser().parse_args(argv), figure_and_description)
+    return F.run_plot(PROG, build_parser().parse_args(argv), figure_and_description)
 
 
 if __name__ == "__main__":
