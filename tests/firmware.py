@@ -35,7 +35,8 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None,
         head += f"Content-Length: {len(body)}\r\n"
     for name, value in (extra_headers or {}).items():
         head += f"{name}: {value}\r\n"
-    data = head.encode("latin-1") + b"\r\n" + (body or b"")
+    # MicroPython's str.encode() is UTF-8: a nickname such as 'vårdø-01' goes out as its UTF-8 bytes, unencoded.
+    data = head.encode("utf-8") + b"\r\n" + (body or b"")
     with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None) as sock:
         sock.sendall(data)
         return read_reply(sock)

@@ -15,7 +15,7 @@ import pytest
 
 
 def missing_tools() -> list[str]:
-    """What the strace tests (conftest.traced) and the browser tests (test_browser.py) would skip for."""
+    """What the strace tests (conftest.traced), the browser tests (test_browser.py) and the full-disk tests would skip for."""
     missing = []
     if shutil.which("strace") is None:
         missing.append("strace (the tests that check fsync before the answer)")
@@ -29,6 +29,8 @@ def missing_tools() -> list[str]:
         missing.append("Chromium (the browser tests)")
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright Python package (the browser tests)")
+    if os.geteuid() != 0:
+        missing.append("root (tests/test_full_disk.py mounts a small tmpfs as the data disk)")
     return missing
 
 

@@ -8,8 +8,9 @@ NULL; nicknames otherwise kept as written; ber_raw is NULL for 5-column lines.
 Rows are inserted with INSERT OR IGNORE on the unique (ping_ts, unit_id), so
 the server's live inserts and the import of the same lines give one row.
 
-Malformed lines (recorded in rejected_lines): non_printing (a byte other than
-TAB and printable ASCII), bad_field_count (neither 5 nor 6 fields),
+Malformed lines (recorded in rejected_lines): non_printing (a control byte
+other than TAB, or bytes that are not UTF-8: the server writes nicknames as
+UTF-8 text), bad_field_count (neither 5 nor 6 fields),
 bad_timestamp (ping_ts not YYYY-MM-DDTHH:MM:SS[.ffffff]), bad_unit_id (the
 hardware ID does not start with `co2unit-`). A last line without newline
 waits for the next run. A rewritten file is read again whole; rows already
@@ -50,6 +51,9 @@ _FILE_RE = re.compile(r"pings-\d+\.tsv")
 _SERVER_RE = re.compile(r"server-.+")
 _TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?")
 _PRINTABLE = b"\t\n" + bytes(range(0x20, 0x7F))
+_NOT_ASCII = bytes(range(0x80, 0x100))
+# Control bytes other than TAB (and the newline): a line holding one is non_printing.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 COMMIT_BYTES = 4 << 20  # commit at the next file boundary after this much input
 _INSERT = "INSERT OR IGNORE INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _NOT_TAB_OR_NEWLINE = bytes(b for b in range(256) if b not in b"\t\n")
@@ -88,11 +92,16 @@ def find_pings_files(pings_dir: Path | None, data_dir: Path | None) -> list[Sour
 def reject_reason(raw: bytes) -> str | None:
     """The reason a complete ping line is not imported, or None."""
     if raw.translate(None, _PRINTABLE):
-        return "non_printing"
+        if _CONTROL_BYTES.search(raw):
+            return "non_printing"
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "non_printing"
     fields = raw.split(b"\t")
     if len(fields) not in (5, 6):
         return "bad_field_count"
-    if not _TS_RE.fullmatch(fields[0].decode("ascii")):
+    if not _TS_RE.fullmatch(fields[0].decode("utf-8")):
         return "bad_timestamp"
     if not fields[1].startswith(b"co2unit-"):
         return "bad_unit_id"
@@ -102,19 +111,28 @@ def reject_reason(raw: bytes) -> str | None:
 def fast_rows(data: bytes, nlines: int) -> Iterator[tuple] | None:
     """The field tuples of a chunk of well-formed lines (for _INSERT_FIELDS), or None.
 
-    Whole-chunk tests instead of per-line work: printable ASCII only, every
-    line 5 or every line 6 fields, each line's hardware ID starts with
-    `co2unit-` and each timestamp has the full form.
+    Whole-chunk tests instead of per-line work: printable ASCII or UTF-8
+    without control bytes, every line 5 or every line 6 fields, each line's
+    hardware ID starts with `co2unit-` and each timestamp has the full form.
     """
-    if not nlines or data.translate(None, _PRINTABLE) or data.count(b"\tco2unit-") != nlines:
+    if not nlines or data.count(b"\tco2unit-") != nlines:
         return None
+    if data.translate(None, _PRINTABLE):
+        if data.translate(None, _NOT_ASCII).translate(None, _PRINTABLE):
+            return None  # a control byte somewhere
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    else:
+        text = data.decode("ascii")
     skeleton = data.translate(None, _NOT_TAB_OR_NEWLINE)
     for nfields in (6, 5):
         if skeleton == (b"\t" * (nfields - 1) + b"\n") * nlines:
             break
     else:
         return None
-    fields = data.decode("ascii").replace("\n", "\t").split("\t")
+    fields = text.replace("\n", "\t").split("\t")
     fields.pop()
     stamps = fields[::nfields]
     if not all(map(_TS_RE.fullmatch, stamps)) or not all(u.startswith("co2unit-") for u in fields[1::nfields]):
@@ -175,7 +193,7 @@ def import_pings(
                         skips[reason] += 1
                         rejects.append((state.file, no, reason, raw))
                     else:
-                        rows.append(ping_row(raw.decode("ascii")))
+                        rows.append(ping_row(raw.decode("utf-8")))
                 conn.executemany(_INSERT, rows)
             new_rows += conn.total_changes - before
             if fast is None:

@@ -188,13 +188,35 @@ def prepare(db_path: Path) -> None:
             log.error("database %s is not usable: %s (pings are still logged to TSV)", db_path, exc)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def check(db_path: Path) -> str:
-    """'ok', or what is wrong with the database."""
-    writer = _writer(db_path)
-    with writer.lock:
-        try:
-            writer.get().execute("SELECT count(*) FROM (SELECT 1 FROM pings LIMIT 1)").fetchone()
-            return "ok"
-        except sqlite3.Error as exc:
-            writer.reset()
-            return f"error: {exc}"
+    """'ok', or what is wrong with the database, seen through a fresh read-only connection.
+
+    Fresh each time: a long-lived connection keeps the schema it read once
+    and would not notice the file overwritten or truncated under it. Reads
+    the header, the schema and the newest ping through the index (a few
+    pages; never a scan). The file's own header is read too: while a
+    connection holds the write-ahead log open, SQLite reads pages from the
+    log and would not see the file itself overwritten.
+    """
+    try:
+        with open(db_path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        return f"error: cannot read {db_path.name}: {exc.strerror or exc}"
+    if head and head != SQLITE_HEADER:
+        return f"error: {db_path.name} is not an SQLite database (its header was overwritten)"
+    try:
+        conn = connect(db_path, readonly=True)
+    except sqlite3.Error as exc:
+        return f"error: {exc}"
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("SELECT ping_ts FROM pings ORDER BY ping_ts DESC LIMIT 1").fetchone()
+        return "ok"
+    except sqlite3.Error as exc:
+        return f"error: {exc}"
+    finally:
+        conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from datetime import UTC, datetime
@@ -10,7 +11,14 @@ from typing import NamedTuple
 
 from .config import Config
 from .per_process import PerProcess
-from .seqfiles import choose_append_file, fsync_dir, locked_hot, make_dirs_durable
+from .seqfiles import append_durably, choose_append_file, fsync_dir, locked, locked_hot, make_dirs_durable, write_all
+
+log = logging.getLogger("co2server")
+
+# What the server repaired in a unit's pings (tolerant readers, unit_pings.py):
+# "<ping_ts>\t<hw_id>\t<what>" per repaired ping; the dashboard shows the last.
+REPAIRS_LOG = "ping-repairs.tsv"
+REPAIR_NOTE_MAX = 500
 
 
 class Ping(NamedTuple):
@@ -27,7 +35,8 @@ class Ping(NamedTuple):
         return cls(now, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw)
 
     def tsv_line(self) -> bytes:
-        return ("\t".join(["None" if f is None else str(f) for f in self]) + "\n").encode("ascii")
+        # UTF-8 (DATA-FORMATS.md); the nickname holds no TAB, newline or control character (params.tolerant_text).
+        return ("\t".join(["None" if f is None else str(f) for f in self]) + "\n").encode("utf-8")
 
     def db_row(self) -> tuple:
         ts = self.ping_ts
@@ -94,9 +103,7 @@ class _OpenLog:
         """Write one line (under the pings lock); return the file it went to."""
         current, size = self._current(roll_bytes)
         try:
-            written = os.write(current.fd, line)
-            if written != len(line):
-                raise OSError(f"short write to {current.path}: {written} of {len(line)} bytes")
+            write_all(current.fd, line)
         except OSError:
             os.ftruncate(current.fd, size)  # never leave half a line for the next ping to follow
             raise
@@ -114,3 +121,14 @@ def record_ping(config: Config, ping: Ping) -> Path:
         written_to = log.append(line, config.pings_roll_bytes)
     os.fsync(written_to.fd)  # the line is in this file's page cache; make it durable
     return written_to.path
+
+
+def record_repairs(config: Config, ping: Ping, notes: list[str]) -> None:
+    """Keep what was repaired in this ping for the dashboard (best effort: the ping is already recorded)."""
+    what = "; ".join(notes).replace("\t", " ").replace("\n", " ")[:REPAIR_NOTE_MAX]
+    line = f"{ping.ping_ts}\t{ping.unit_id}\t{what}\n".encode()
+    try:
+        with locked(config.locks_dir / "ping-repairs.lock"):
+            append_durably(config.var_dir / REPAIRS_LOG, line)
+    except OSError as exc:
+        log.error("could not note the repaired ping of %s in %s: %s", ping.unit_id, REPAIRS_LOG, exc)

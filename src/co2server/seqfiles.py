@@ -12,6 +12,7 @@ kernel and each use costs two system calls instead of four.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -103,19 +104,22 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def make_dirs_durable(path: Path) -> None:
-    """mkdir -p that fsyncs each parent whose entries it changed."""
+def make_dirs_durable(path: Path) -> list[Path]:
+    """mkdir -p that fsyncs each parent whose entries it changed; returns the folders it made, outermost first."""
     missing = []
     probe = path
     while not probe.exists():
         missing.append(probe)
         probe = probe.parent
+    made = []
     for folder in reversed(missing):
         try:
             os.mkdir(folder, 0o755)
+            made.append(folder)
         except FileExistsError:
             pass
         fsync_dir(folder.parent)
+    return made
 
 
 def plain_files(folder: Path | str) -> list[str]:
@@ -140,6 +144,22 @@ def choose_append_file(folder: Path, prefix: str, suffix: str, roll_bytes: int) 
     return folder / f"{prefix}-{number:04d}{suffix}"
 
 
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of `data` (at `offset`, else at the file position), or raise.
+
+    A write that the disk takes only in part is continued, so that the reason
+    it stopped (ENOSPC, EDQUOT, EFBIG) is raised as the OSError it is; the
+    caller undoes what was written.
+    """
+    done = 0
+    while done < len(data):
+        view = memoryview(data)[done:]
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"write returned {n} after {done} of {len(data)} bytes")
+        done += n
+
+
 def append_durably(path: Path, data: bytes) -> None:
     """Append `data` to `path` and fsync it (and its folder if the file is new).
 
@@ -154,9 +174,7 @@ def append_durably(path: Path, data: bytes) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file")
         try:
-            written = os.write(fd, data)
-            if written != len(data):
-                raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+            write_all(fd, data)
             os.fsync(fd)
         except OSError:
             os.ftruncate(fd, st.st_size)
