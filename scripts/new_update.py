@@ -115,6 +115,10 @@ def read_payload(flash: list[str], conf_patches: list[str]) -> Payload:
         add(f"conf-patch/{name}", data, source)
     if not files:
         raise UpdateError("an update needs at least one file: give --flash FILE:DEST and/or --conf-patch NAME.json")
+    folders = {rel.rsplit("/", n)[0] for rel in files for n in range(1, rel.count("/") + 1)}
+    clash = sorted(set(files) & folders)
+    if clash:
+        raise UpdateError(f"{clash[0]} is given as both a file and a folder; choose one")
     return Payload(files)
 
 
@@ -181,13 +185,17 @@ def _write_file(path: Path, data: bytes) -> None:
 def build_hidden(updates_dir: Path, folder: str, payload: Payload) -> Path:
     """Write the whole update under a hidden name, fsynced; return that folder."""
     tmp = updates_dir / f".tmp-{folder}-{os.getpid()}"
-    os.mkdir(tmp, 0o755)
-    for rel, data in sorted(payload.files.items()):
-        _write_file(tmp / rel, data)
-    for root, dirs, _files in os.walk(tmp, topdown=False):
-        for d in dirs:
-            fsync_dir(Path(root, d))
-    fsync_dir(tmp)
+    os.mkdir(tmp, 0o755)  # fails on anything already there, a planted link too: never ours to remove
+    try:
+        for rel, data in sorted(payload.files.items()):
+            _write_file(tmp / rel, data)
+        for root, dirs, _files in os.walk(tmp, topdown=False):
+            for d in dirs:
+                fsync_dir(Path(root, d))
+        fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 

@@ -5,8 +5,8 @@
 #
 # so that the data of several servers (units send everything to each server
 # they are configured with) can be gathered and analysed together. Safe to
-# repeat: only what changed is copied (rsync when installed, else cp through
-# a temporary name). Usage:
+# repeat: only what changed is copied (rsync when installed, else cp into a
+# private temporary folder, then renamed into place). Usage:
 #
 #   scripts/push-server-data.sh [--dest DATA_DIR] [--host NAME]
 #
@@ -27,15 +27,29 @@ in_checkout() {
   printf '%s\n' "${dir}"
 }
 
+# The copies are made in a private folder (mktemp -d: created new, mode 0700,
+# so nothing planted can stand at a copy's name) and renamed over the log's
+# name (rename replaces a link there, never writes through it); the folder
+# goes when the script ends, copied or not.
+TMP_DIR=""
+
+remove_tmp_dir() {
+  if [[ -n "${TMP_DIR}" ]]; then
+    rm -rf -- "${TMP_DIR}"
+  fi
+}
+
 copy_changed() {
   local src="$1" dest="$2" file name
+  trap remove_tmp_dir EXIT
+  TMP_DIR="$(mktemp -d "${dest}/.push-server-data.XXXXXX")"
   for file in "${src}"/pings-*.tsv; do
     name="$(basename "${file}")"
-    if [[ -f "${dest}/${name}" ]] && cmp -s "${file}" "${dest}/${name}"; then
+    if [[ -f "${dest}/${name}" && ! -L "${dest}/${name}" ]] && cmp -s "${file}" "${dest}/${name}"; then
       continue
     fi
-    cp -p -- "${file}" "${dest}/.${name}.tmp"
-    mv -f -- "${dest}/.${name}.tmp" "${dest}/${name}"
+    cp -p -- "${file}" "${TMP_DIR}/${name}"
+    mv -f -T -- "${TMP_DIR}/${name}" "${dest}/${name}"
     echo "push-server-data: copied ${name}"
   done
 }
@@ -65,6 +79,13 @@ main() {
     echo "push-server-data: no pings logs in ${src}; nothing to copy" >&2
     exit 0
   fi
+  local part
+  for part in "${dest_root}/server-${host}" "${dest_root}/server-${host}/var" "${dest}"; do
+    if [[ -L "${part}" ]]; then
+      echo "push-server-data: error: ${part} is a symbolic link; refusing to write through it" >&2
+      exit 1
+    fi
+  done
   mkdir -p -- "${dest}"
   if command -v rsync >/dev/null; then
     rsync -a --itemize-changes -- "${files[@]}" "${dest}/"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ REFUSALS = [
     (["20260105-x"], "at least one file"),
     (["../x", "--flash", "{src}/main.py:main.py"], "not a plain name"),
     (["20260105-x.tmp", "--flash", "{src}/main.py:main.py"], "not a plain name"),
+    (["20260105-x", "--flash", "{src}/main.py:lib", "--flash", "{src}/comm.py:lib/comm.py"], "both a file and a folder"),
+    (["20260105-x", "--flash", "{src}/comm.py:lib/comm.py", "--flash", "{src}/main.py:lib"], "both a file and a folder"),
 ]
 
 
@@ -153,3 +156,21 @@ def test_all_units_get_it_or_none_does(tmp_path, sources):
     result = run(data, C, "20260107-x", "--dry-run", "--flash", f"{sources}/main.py:main.py")
     assert result.returncode == 0 and "dry run: nothing written" in result.stdout
     assert tree(data) == before
+
+
+def test_a_failure_while_building_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Whatever fails once the hidden folder exists (here: a payload the checks would refuse), it goes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("new_update", ROOT / "scripts" / "new_update.py")
+    new_update = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "new_update", new_update)  # dataclasses look their module up
+    spec.loader.exec_module(new_update)
+    data = tmp_path / "remote_data"
+    (data / A / "errors").mkdir(parents=True)
+    monkeypatch.setenv("CO2_DATA_DIR", str(data))
+    payload = new_update.Payload({"flash/lib": b"x", "flash/lib/comm.py": b"y"})
+    before = tree(data)
+    with pytest.raises(OSError):
+        new_update.publish(new_update.Config.from_environ(), A, "20260105-x", payload, allow_new=False)
+    assert tree(data) == before  # no updates/, no .tmp-update-*
