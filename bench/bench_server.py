@@ -52,7 +52,7 @@ BENCH = ROOT / "bench"
 UWSGI = ROOT / ".venv" / "bin" / "uwsgi"
 HOST = "127.0.0.1"
 
-sys.path[:0] = [str(BENCH), str(ROOT / "tests")]
+sys.path[:0] = [str(BENCH), str(ROOT / "tests"), str(ROOT / "src")]
 from bare_app import BODY as BARE_BODY  # noqa: E402
 
 from conftest import UwsgiServer  # noqa: E402  (the tests' real-uWSGI runner)
@@ -60,6 +60,9 @@ from firmware import http_request  # noqa: E402
 
 PING_TARGET = 0.60
 CHUNK_TARGET = 0.50
+KEYED_TARGET = 0.90  # per-unit mode against open mode
+# port -> {hw_id: "/<its key>"} of the per-unit server (the load processes are forked: they see it).
+KEYS: dict[int, dict[str, str]] = {}
 CHUNK = 4096
 READINGS = "data/readings"
 FILE_ROLL_BYTES = 16 * 1024 * 1024  # the server's default CO2_MAX_FILE_BYTES
@@ -119,6 +122,22 @@ class Uwsgi(UwsgiServer):
         return user / ticks, system / ticks
 
 
+def enroll_all(var_dir: Path, units: list[str]) -> dict[str, str]:
+    """Enroll `units` in the registry of `var_dir` (as scripts/units.sh does); {hw_id: "/<key>"}."""
+    from co2server.registry import ACTIVE, CURRENT, KeyRecord, Registry, UnitRecord, key_hash, new_key, utc_stamp
+
+    keys = {}
+
+    def edit(records):
+        for hw in units:
+            key = new_key()
+            keys[hw] = f"/{key}"
+            records[hw] = UnitRecord(hw, "", ACTIVE, utc_stamp(), keys=[KeyRecord(key_hash(key), CURRENT, utc_stamp())])
+
+    Registry(var_dir).change(edit)
+    return keys
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -152,7 +171,7 @@ def _requests_for(kind: str, port: int, slot: int, units: list[str]):
             hw = units[self.i % len(units)]
             self.i += 7
             return (
-                f"POST /ou/{hw}/alive?site_code=bench-{self.i % 100:02d}&rssi_raw={self.i % 32}"
+                f"POST {KEYS.get(port, {}).get(hw, '')}/ou/{hw}/alive?site_code=bench-{self.i % 100:02d}&rssi_raw={self.i % 32}"
                 f"&rssi_dbm=-{50 + self.i % 60}&ber_raw=99 HTTP/1.0\r\n{host}\r\n"
             ).encode()
 
@@ -179,7 +198,7 @@ def _requests_for(kind: str, port: int, slot: int, units: list[str]):
             name, offset = self.position()
             body = chunk_bytes(self.hw, self.k)
             return (
-                f"PUT /ou/{self.hw}/push-sequential/{READINGS}/{name}?offset={offset} HTTP/1.0\r\n"
+                f"PUT {KEYS.get(port, {}).get(self.hw, '')}/ou/{self.hw}/push-sequential/{READINGS}/{name}?offset={offset} HTTP/1.0\r\n"
                 f"{host}Content-Length: {len(body)}\r\n\r\n"
             ).encode() + body
 
@@ -601,10 +620,16 @@ def main() -> int:
             )
         data_dir, var_dir = tmp / "remote_data", tmp / "var"
         real = Uwsgi("server", tmp, [], {"CO2_DATA_DIR": str(data_dir), "CO2_VAR_DIR": str(var_dir)})
-        for server in (bare, bare_free, real):
+        # The same server in per-unit mode, its units enrolled in its registry.
+        keyed_data, keyed_var = tmp / "keyed-data", tmp / "keyed-var"
+        keyed = Uwsgi("keyed", tmp, [], {"CO2_DATA_DIR": str(keyed_data), "CO2_VAR_DIR": str(keyed_var),
+                                         "CO2_KEY_MODE": "per-unit"})
+        keyed_keys = enroll_all(keyed_var, hw_ids(args.units + 2 * slots))
+        for server in (bare, bare_free, real, keyed):
             if server is not None:
                 servers.append(server)
                 server.start()
+        KEYS[keyed.port] = keyed_keys
         for server in (bare, bare_free):
             if server is None:
                 continue
@@ -654,6 +679,16 @@ def main() -> int:
         spy.stop()
         show("4 KiB upload chunks", chunks)
 
+        # The per-unit server: the same loads, every request under its unit's key.
+        keyed_pings = drive("pings", keyed, args.warmup, args.procs, args.conns, units)
+        keyed_ping_ok = keyed_pings["ok"]
+        keyed_pings = drive("pings", keyed, args.seconds, args.procs, args.conns, units)
+        keyed_ping_ok += keyed_pings["ok"]
+        show("alive pings, per-unit keys", keyed_pings)
+        keyed_units = hw_ids(args.units + 2 * slots)[args.units + slots :]
+        keyed_chunks = drive("chunks", keyed, args.seconds, args.procs, args.conns, keyed_units)
+        show("4 KiB upload chunks, per-unit keys", keyed_chunks)
+
         ceiling_b = ceiling_run("ceiling again")
         free_b = ceiling_run("unpinned ceiling again", bare_free) if bare_free else None
         for server in servers:
@@ -692,7 +727,23 @@ def main() -> int:
         if problems:
             failures.append("upload integrity")
 
+        lines = count_ping_lines(keyed_var)
+        problems = check_files(keyed_data, keyed_chunks["acked"])
+        print(f"per-unit server: pings TSV {lines} lines for {keyed_ping_ok} pings answered 200;"
+              f" stored files {'match byte for byte' if not problems else 'DIFFER'}")
+        if lines != keyed_ping_ok or problems:
+            failures.append("per-unit integrity")
+
         # 4. Verdict.
+        for label, r, base in (("per-unit pings", keyed_pings, pings), ("per-unit chunks", keyed_chunks, chunks)):
+            ratio = r["rate"] / base["rate"] if base["rate"] else 0.0
+            verdict = "PASS" if ratio >= KEYED_TARGET and not r["errors"] else "FAIL"
+            if verdict == "FAIL":
+                failures.append(label)
+            print(
+                f"{verdict}: {label} {r['rate']:.1f}/s = {100 * ratio:.1f}% of open mode's {base['rate']:.1f}/s"
+                f" (target >= {100 * KEYED_TARGET:.0f}%){'; with errors' if r['errors'] else ''}"
+            )
         for label, r, target in (("pings", pings, PING_TARGET), ("upload chunks", chunks, CHUNK_TARGET)):
             ratio = r["rate"] / ceil if ceil else 0.0
             verdict = "PASS" if ratio >= target and not r["errors"] else "FAIL"

@@ -52,12 +52,13 @@ def require_packages() -> None:
 if __name__ == "__main__":
     ARGS = parse_args()
     require_packages()
+    # First, before the app logs anything: what this is.
+    url_host = f"[{ARGS.host}]" if ":" in ARGS.host else ARGS.host
+    print(WARNING.format(host=url_host, port=ARGS.port), file=sys.stderr, flush=True)
 
 from co2server import create_app  # noqa: E402
 
 app = create_app()
 
 if __name__ == "__main__":
-    url_host = f"[{ARGS.host}]" if ":" in ARGS.host else ARGS.host
-    print(WARNING.format(host=url_host, port=ARGS.port), file=sys.stderr, flush=True)
     app.run(host=ARGS.host, port=ARGS.port, threaded=True, use_reloader=False)

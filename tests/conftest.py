@@ -116,7 +116,7 @@ class UwsgiServer:
                         if http_request(self.port, "GET", "/", timeout=2).status == 200:
                             # uWSGI logs a request after answering it: wait for that line, so
                             # that a test counting request lines starts from a settled log.
-                            return bool(wait_until(lambda: '"GET / ' in self.log(), timeout=5))
+                            return bool(wait_until(lambda: re.search(r'"GET \S+ HTTP/1\.[01]" ', self.log()), timeout=5))
                     except OSError:
                         pass
             time.sleep(0.05)

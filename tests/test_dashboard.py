@@ -95,7 +95,8 @@ def test_units_after_pings_and_uploads(server, tmp_path):
         "newest_reading": "2019-07-31T13:30:10",
         "newest_error_line": "(2019, 10, 25, 3, 11, 24, 4, 298) EXC   Uncaught exception <script>alert(1)</script>",
         "pending_update": None, "update_fetched": None, "update_fetched_at": None,
-        "sd_card_replaced": False, "sd_card_replaced_at": [],
+        "sd_card_replaced": False, "sd_card_replaced_at": [], "last_ping_repaired": None,
+        "quota_used_bytes": len(READINGS) + len(ERRORS), "quota_used_files": 2, "quota_full": False,
     }
 
     ub = units[B]

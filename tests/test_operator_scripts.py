@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT
 
 A, B, C = "co2unit-30aea42a50bc", "co2unit-30aea42a5268", "co2unit-30aea4ab12cd"
-SCRIPTS = ["units-last-seen.sh", "pings-date-range-by-unit.sh", "push-server-data.sh", "new-update.sh"]
+SCRIPTS = ["units-last-seen.sh", "pings-date-range-by-unit.sh", "push-server-data.sh", "new-update.sh",
+           "import-sd-card.sh", "units.sh"]
 
 LOG_0 = (
     f"2019-10-06T23:59:59.000001\t{A}\tvaranger-03\t8\t-97\t99\n"
@@ -113,3 +114,60 @@ def test_push_server_data_is_idempotent(var_dir, tmp_path):
 
     bad = run("push-server-data.sh", "--host", "../x", CO2_VAR_DIR=str(var_dir), CO2_DATA_DIR=str(data))
     assert bad.returncode == 2 and "not a plain name" in bad.stderr
+
+
+def path_without(tmp_path: Path, *missing: str) -> str:
+    """A PATH with every command of this machine except `missing` (to force a fallback)."""
+    bin_dir = tmp_path / f"bin-without-{'-'.join(missing)}"
+    bin_dir.mkdir()
+    for folder in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            target = bin_dir / entry.name
+            if entry.name in missing or target.exists() or not os.access(entry.path, os.X_OK):
+                continue
+            target.symlink_to(entry.path)
+    return str(bin_dir)
+
+
+def test_push_server_data_cp_fallback_never_writes_through_a_planted_link(var_dir, tmp_path):
+    data = tmp_path / "remote_data"
+    dest = data / "server-lab1" / "var" / "pings"
+    dest.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the data folder's\n")
+    for name in ("pings-0000.tsv", "pings-0001.tsv"):
+        (dest / f".{name}.tmp").symlink_to(outside)  # the temporary name the cp fallback used
+    result = run("push-server-data.sh", "--host", "lab1", CO2_VAR_DIR=str(var_dir), CO2_DATA_DIR=str(data),
+                 PATH=path_without(tmp_path, "rsync"))
+    assert result.returncode == 0, result.stderr
+    assert outside.read_text() == "not the data folder's\n"
+    assert (dest / "pings-0000.tsv").read_text() == LOG_0 and not (dest / "pings-0000.tsv").is_symlink()
+    assert (dest / "pings-0001.tsv").read_text() == LOG_1
+    # Nothing of its own left behind (the planted links are not its to remove).
+    assert sorted(p.name for p in dest.iterdir()) == [
+        ".pings-0000.tsv.tmp", ".pings-0001.tsv.tmp", "pings-0000.tsv", "pings-0001.tsv"]
+
+
+def test_push_server_data_cp_fallback_leaves_nothing_after_a_failure(var_dir, tmp_path):
+    data = tmp_path / "remote_data"
+    dest = data / "server-lab1" / "var" / "pings"
+    (dest / "pings-0001.tsv").mkdir(parents=True)  # a folder where a log goes: the rename fails
+    result = run("push-server-data.sh", "--host", "lab1", CO2_VAR_DIR=str(var_dir), CO2_DATA_DIR=str(data),
+                 PATH=path_without(tmp_path, "rsync"))
+    assert result.returncode != 0
+    assert sorted(p.name for p in dest.iterdir()) == ["pings-0000.tsv", "pings-0001.tsv"]
+    assert (dest / "pings-0001.tsv").is_dir() and not list((dest / "pings-0001.tsv").iterdir())
+
+
+def test_push_server_data_refuses_a_linked_destination(var_dir, tmp_path):
+    data = tmp_path / "remote_data"
+    data.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (data / "server-lab1").symlink_to(elsewhere)
+    result = run("push-server-data.sh", "--host", "lab1", CO2_VAR_DIR=str(var_dir), CO2_DATA_DIR=str(data),
+                 PATH=path_without(tmp_path, "rsync"))
+    assert result.returncode == 1 and "symbolic link" in result.stderr
+    assert list(elsewhere.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 try:  # only under uWSGI (not the development server)
     import uwsgi
@@ -19,6 +20,7 @@ from .health import Health, Home
 from .safe_paths import check_raw_path
 from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
 from .status_units import UnitsJson, UnitsPage
+from .unit_keys import authorize, describe_mode
 from .unit_pings import AlivePing
 from .unit_updates import UpdatesIndex, UpdatesItem
 from .unit_uploads import PushSequential
@@ -62,19 +64,25 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.strict_slashes = False
     register_error_handlers(app)
 
-    unit = f"/{config.url_key}/ou" if config.url_key else "/ou"
+    # open: /ou/<hw_id>/...; shared and per-unit: /<key>/ou/<hw_id>/... (unit_keys.py decides).
+    unit = "/ou" if config.key_mode == "open" else "/<unit_key>/ou"
+    unit_path = re.compile(r"/ou/" if config.key_mode == "open" else r"/[^/]*/ou/")
+    log.info("unit API: %s", describe_mode(config))
 
-    unit_prefix = unit + "/"
+    @app.url_value_preprocessor
+    def check_unit_key(endpoint, values):
+        if uwsgi is not None:  # uWSGI's request log shows this, never the URL key (log-format in server.ini)
+            uwsgi.set_logvar("co2path", logged_path())
+        if values is not None and "hw_id" in values:
+            authorize(config, values.pop("unit_key", None), values["hw_id"])
 
     @app.before_request
     def refuse_odd_unit_paths():
-        if uwsgi is not None:  # uWSGI's request log shows this, never the URL key (log-format in server.ini)
-            uwsgi.set_logvar("co2path", logged_path())
         environ = request.environ
         raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or request.path
         raw_path = raw.split("?", 1)[0]
         # Check the raw path too: uWSGI resolves '..' before routing.
-        if raw_path.startswith(unit_prefix) or request.path.startswith(unit_prefix):
+        if unit_path.match(raw_path) or unit_path.match(request.path):
             check_raw_path(raw_path)
 
     api = ServerApi(app)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from .errors import ApiError
 from .per_process import PerProcess
+from .quota import check_quota
 from .safe_paths import PushTarget, check_push_folder
-from .seqfiles import HotLock, fsync_dir, make_dirs_durable, plain_files
+from .seqfiles import HotLock, fsync_dir, make_dirs_durable, plain_files, write_all
 
 log = logging.getLogger("co2server")
 
@@ -136,9 +137,14 @@ def _ack(target: PushTarget, size: int, folder: _Folder, folder_st: os.stat_resu
     return [last, last_size, last_size]
 
 
+def superseded_stamp() -> str:
+    """The name of a new folder under <unit>/superseded/: the UTC time (the dashboard reads it)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
 def supersede_folder(target: PushTarget) -> Path:
     """Move the unit's folder aside (never deleting it) and return where it went."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = superseded_stamp()
     dest = Path(target.unit_dir).joinpath(SUPERSEDED, stamp, *target.folder)
     make_dirs_durable(dest.parent)
     os.rename(target.folder_dir, dest)
@@ -147,7 +153,22 @@ def supersede_folder(target: PushTarget) -> Path:
     return dest
 
 
-def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: int) -> ChunkResult:
+def _remove_new(file_path, made: list[Path]) -> None:
+    """Undo a failed chunk's new file and the folders made for it (a full disk leaves no empty trace)."""
+    try:
+        if file_path is not None:
+            os.unlink(file_path)
+        for folder in reversed(made):
+            os.rmdir(folder)
+        if file_path is not None or made:
+            fsync_dir((made[0] if made else Path(file_path)).parent)
+    except OSError as exc:
+        log.error("could not remove what a failed chunk left at %s: %s", file_path or made[-1], exc)
+
+
+def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: int,
+                quota: tuple[int, int] | None = None) -> ChunkResult:
+    """Store one chunk; `quota` = (most bytes, most files) the unit's folders may hold (quota.py)."""
     folder = _folders.get(target.lock_path)
     with folder:
         folder_st = check_push_folder(target)
@@ -189,20 +210,28 @@ def store_chunk(target: PushTarget, offset: int, data: bytes, max_file_bytes: in
         written = 0
         if end > size:
             new_file = fd is None
+            if quota is not None:
+                check_quota(target.hw_id, target.unit_dir, end - size, new_file, *quota)
             if new_file:
-                make_dirs_durable(target.folder_path)
-                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(target.file_path, flags, 0o644)
+                made = []
+                try:
+                    made = make_dirs_durable(target.folder_path)
+                    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                    fd = os.open(target.file_path, flags, 0o644)
+                except OSError:
+                    _remove_new(None, made)
+                    raise
             try:
                 tail = data[overlap:]
-                done = os.pwrite(fd, tail, offset + overlap)
-                if done != len(tail):
-                    raise OSError(f"short write: {done} of {len(tail)} bytes")
+                write_all(fd, tail, offset + overlap)
                 os.fsync(fd)
             except OSError:
-                os.ftruncate(fd, size)  # never leave unacknowledged bytes behind
+                # Never leave unacknowledged bytes behind, nor a file or folder this chunk made.
                 if new_file:
                     os.close(fd)
+                    _remove_new(target.file_path, made)
+                else:
+                    os.ftruncate(fd, size)
                 raise
             if new_file:
                 fsync_dir(target.folder_dir)

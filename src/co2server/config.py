@@ -39,7 +39,12 @@ SETTINGS = {
     "max_chunk_bytes": Setting("CO2_MAX_CHUNK_BYTES", "65536", "largest body of one upload request (413 above)"),
     "max_file_bytes": Setting("CO2_MAX_FILE_BYTES", "16777216", "largest size one uploaded file may grow to (413 above)"),
     "url_key": Setting("CO2_URL_KEY", "", "optional path prefix: units then use http://host:8080/<key>"),
+    "key_mode": Setting("CO2_KEY_MODE", "", "open, shared or per-unit; empty: shared when CO2_URL_KEY is set, else open"),
+    "public_url": Setting("CO2_PUBLIC_URL", "", "the units' address of this server (http://host:8080), for scripts/units.sh"),
+    "unit_max_bytes": Setting("CO2_UNIT_MAX_BYTES", "1073741824", "most bytes one unit's folders may hold (403 UNIT_QUOTA_BYTES above)"),
+    "unit_max_files": Setting("CO2_UNIT_MAX_FILES", "20000", "most files one unit's folders may hold (403 UNIT_QUOTA_FILES above)"),
     "silent_hours": Setting("CO2_SILENT_HOURS", "26", "a unit not heard for this many hours is marked silent"),
+    "min_free_mb": Setting("CO2_MIN_FREE_MB", "100", "/healthz answers 503 when the data or var disk has less free space (MiB)"),
 }
 
 
@@ -53,13 +58,14 @@ def _int_setting(name: str, raw: str, minimum: int) -> int:
     return value
 
 
-def _float_setting(name: str, raw: str) -> float:
+def _float_setting(name: str, raw: str, minimum: float | None = None, what: str = "number of hours") -> float:
+    """A number above 0 (or at least `minimum` when given)."""
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{SETTINGS[name].env}={raw!r} is not a number") from None
-    if not value > 0:
-        raise ConfigError(f"{SETTINGS[name].env}={raw!r} must be a positive number of hours")
+    if not (value >= minimum if minimum is not None else value > 0):
+        raise ConfigError(f"{SETTINGS[name].env}={raw!r} must be a {'non-negative' if minimum == 0 else 'positive'} {what}")
     return value
 
 
@@ -77,7 +83,12 @@ class Config:
     max_chunk_bytes: int = 64 * 1024
     max_file_bytes: int = 16 * 1024 * 1024
     url_key: str = ""
+    key_mode: str = "open"
+    public_url: str = ""
+    unit_max_bytes: int = 1 << 30
+    unit_max_files: int = 20000
     silent_hours: float = 26.0
+    min_free_mb: float = 100.0
     # Not settings but fixed by the formats (DATA-FORMATS.md).
     pings_roll_bytes: int = field(default=100 * 1024)
 
@@ -125,6 +136,16 @@ class Config:
             raise ConfigError("CO2_URL_KEY may hold only letters, digits, '-' and '_' (1 to 64)")
         if key == "ou":
             raise ConfigError("CO2_URL_KEY must not be 'ou' (it would shadow the unit API)")
+        mode = raw("key_mode") or ("shared" if key else "open")
+        if mode not in ("open", "shared", "per-unit"):
+            raise ConfigError(f"CO2_KEY_MODE={mode!r} must be open, shared or per-unit")
+        if mode == "shared" and not key:
+            raise ConfigError("CO2_KEY_MODE=shared needs CO2_URL_KEY, the key every unit uses")
+        if mode == "open" and key:
+            raise ConfigError("CO2_KEY_MODE=open takes no CO2_URL_KEY: unset it, or use shared or per-unit")
+        public_url = raw("public_url").rstrip("/")
+        if public_url and not re.fullmatch(r"http://[^/\s?#]+", public_url):
+            raise ConfigError(f"CO2_PUBLIC_URL={public_url!r} must be http://host[:port] (the firmware speaks plain HTTP)")
         return cls(
             data_dir=_path_setting(raw("data_dir")),
             var_dir=var_dir,
@@ -133,5 +154,10 @@ class Config:
             max_chunk_bytes=_int_setting("max_chunk_bytes", raw("max_chunk_bytes"), 1),
             max_file_bytes=_int_setting("max_file_bytes", raw("max_file_bytes"), 1),
             url_key=key,
+            key_mode=mode,
+            public_url=public_url,
+            unit_max_bytes=_int_setting("unit_max_bytes", raw("unit_max_bytes"), 1),
+            unit_max_files=_int_setting("unit_max_files", raw("unit_max_files"), 1),
             silent_hours=_float_setting("silent_hours", raw("silent_hours")),
+            min_free_mb=_float_setting("min_free_mb", raw("min_free_mb"), minimum=0.0, what="number of MiB"),
         )

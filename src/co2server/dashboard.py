@@ -29,6 +29,8 @@ from pathlib import Path
 from . import db
 from .chunks import SUPERSEDED
 from .config import Config
+from .pinglog import REPAIRS_LOG
+from .quota import unit_usage
 from .unit_updates import complete_updates
 
 PINGS_FILE_RE = re.compile(r"pings-(\d{4,})\.tsv")
@@ -50,6 +52,8 @@ BLOCK = 16 * 1024
 DB_BUSY_TIMEOUT_MS = 500
 MAX_LINE_CHARS = 300
 
+
+QUOTA_WARN = 0.95
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -148,7 +152,7 @@ class PingLine:
 
     @classmethod
     def parse(cls, raw: bytes) -> PingLine | None:
-        fields = raw.decode("ascii", errors="replace").split("\t")
+        fields = raw.decode("utf-8", errors="replace").split("\t")  # nicknames are UTF-8 (DATA-FORMATS.md)
         if len(fields) < 2 or parse_iso(fields[0]) is None or not fields[1]:
             return None
         fields += [None] * (6 - len(fields))
@@ -210,6 +214,9 @@ class UnitStatus:
     pending_update: str | None = None
     update_fetched_at: str | None = None
     sd_replaced_at: list[str] = field(default_factory=list)
+    last_ping_repaired: str | None = None  # what the server repaired in the last ping's values
+    usage: tuple[int, int] = (0, 0)  # (bytes, files) its folders hold, as quota.py counts them
+    quota_full: bool = False  # at or near CO2_UNIT_MAX_BYTES / CO2_UNIT_MAX_FILES
     silent: bool = True
 
     def as_json(self, now: datetime) -> dict:
@@ -235,6 +242,10 @@ class UnitStatus:
             "update_fetched_at": self.update_fetched_at,
             "sd_card_replaced": bool(self.sd_replaced_at),
             "sd_card_replaced_at": self.sd_replaced_at,
+            "last_ping_repaired": self.last_ping_repaired,
+            "quota_used_bytes": self.usage[0],
+            "quota_used_files": self.usage[1],
+            "quota_full": self.quota_full,
         }
 
 
@@ -399,6 +410,9 @@ def scan_unit_folder(unit: UnitStatus, unit_dir: str, fetches: dict[tuple[str, s
             unit.update_fetched_at = fetches.get((unit.hw_id, names[-1]))
     if SUPERSEDED in present:
         unit.sd_replaced_at = _superseded_times(unit_dir + sep + SUPERSEDED)
+        unit.usage = unit_usage(unit_dir)  # the folders kept aside count too (rare: walk them)
+    else:
+        unit.usage = (sum(f.bytes for f in unit.folders.values()), sum(f.files for f in unit.folders.values()))
 
 
 def read_update_fetches(log_path: Path) -> dict[tuple[str, str], str]:
@@ -410,6 +424,22 @@ def read_update_fetches(log_path: Path) -> dict[tuple[str, str], str]:
             top = fields[2].split("/", 1)[0]
             fetched[(fields[1], top)] = fields[0][:19]  # backwards: the earliest wins
     return fetched
+
+
+def read_ping_repairs(log_path: Path) -> dict[str, tuple[datetime | None, str]]:
+    """{hw_id: (ping time, what was repaired)} of each unit's last repaired ping (var/ping-repairs.tsv)."""
+    repairs: dict[str, tuple[datetime | None, str]] = {}
+    for raw in lines_backwards(log_path, PINGS_TAIL_BYTES):
+        fields = raw.decode("utf-8", errors="replace").split("\t")
+        if len(fields) >= 3 and fields[1] not in repairs:  # backwards: the newest wins
+            repairs[fields[1]] = (parse_iso(fields[0]), printable_text(fields[2]))
+    return repairs
+
+
+def printable_text(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """`printable` for text that may be UTF-8: control characters replaced, capped."""
+    text = "".join("\N{REPLACEMENT CHARACTER}" if c < " " or "\x7f" <= c <= "\x9f" else c for c in text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 # ---------------------------------------------------------------- database
@@ -564,10 +594,17 @@ def build_dashboard(config: Config, now: datetime | None = None) -> Dashboard:
 
     _apply_deployments(units, from_db.deployments, now)
     fetches = read_update_fetches(config.update_fetches_log)
+    repairs = read_ping_repairs(config.var_dir / REPAIRS_LOG)
     silent_after = timedelta(hours=config.silent_hours)
     for unit in units.values():
         scan_unit_folder(unit, os.path.join(config.data_dir, unit.hw_id), fetches)
+        repaired = repairs.get(unit.hw_id)
+        if repaired and unit.last_ping is not None and repaired[0] == unit.last_ping:
+            unit.last_ping_repaired = repaired[1]
         unit.silent = unit.last_ping is None or now - unit.last_ping > silent_after
+        # Flagged from 95%: a unit at its quota has its chunks refused (quota.py).
+        unit.quota_full = (unit.usage[0] >= QUOTA_WARN * config.unit_max_bytes
+                           or unit.usage[1] >= QUOTA_WARN * config.unit_max_files)
 
     ordered = sorted(units.values(), key=lambda u: (not u.silent, (u.nickname or "~").lower(), u.hw_id))
     return Dashboard(now, config.silent_hours, ordered, from_db.problems)

@@ -9,6 +9,7 @@ never reaches a log.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 
@@ -46,11 +47,12 @@ def logged_path() -> str:
 class ApiError(Exception):
     """A request we refuse: HTTP status, a stable CODE and a human message."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
+    def __init__(self, status: int, code: str, message: str, *, log_reason: str | None = None, **extra):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.log_reason = log_reason  # logged, never sent (why a 404 that tells nothing was answered)
         self.extra = extra
 
 
@@ -74,13 +76,15 @@ def error_response(exc: ApiError) -> Response:
     level = logging.ERROR if exc.status >= 500 else logging.WARNING
     log.log(
         level,
-        "rejected %s %s unit=%s status=%d %s: %s",
+        "rejected %s %s from=%s unit=%s status=%d %s: %s%s",
         request.method,
         logged_path(),
+        request.remote_addr or "-",
         scrub(_unit_in_path()),
         exc.status,
         exc.code,
         scrub(exc.message),
+        f" (refused: {exc.log_reason})" if exc.log_reason else "",
     )
     payload = {"error": exc.code, "message": exc.message}
     payload.update(exc.extra)
@@ -106,8 +110,12 @@ def from_http_exception(exc: HTTPException) -> ApiError:
         allowed = sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS"))
         message = f"{request.method} is not allowed here; use {', '.join(allowed) or 'another URL'}"
     elif status == 404:
-        message = f"no such resource: {request.path[:200]}"
+        message = f"no such resource: {scrub(request.path)[:200]}"  # never echoes a key
     return ApiError(status, code, message)
+
+
+# A write the disk refused for lack of room (the file system, or the user's quota).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def any_error_response(exc: Exception) -> Response:
@@ -116,6 +124,12 @@ def any_error_response(exc: Exception) -> Response:
         return error_response(exc)
     if isinstance(exc, HTTPException):
         return error_response(from_http_exception(exc))
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        log.error("no space on %s %s: %s", request.method, logged_path(), scrub(str(exc)))
+        return error_response(ApiError(
+            507, "INSUFFICIENT_STORAGE",
+            "no space left on the server's disk: this was not stored (nothing of it was kept); send it again later",
+        ))
     log.error("internal error on %s %s", request.method, logged_path(), exc_info=exc)
     return error_response(ApiError(500, "INTERNAL_ERROR", "internal server error; see the server log"))
 

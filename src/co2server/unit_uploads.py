@@ -67,7 +67,7 @@ class PushSequential(Resource):
         target = push_target(cfg, hw_id, relpath)
         offset = query_int("offset", required=True, minimum=0, maximum=MAX_OFFSET)
         data = read_body(cfg.max_chunk_bytes)
-        result = store_chunk(target, offset, data, cfg.max_file_bytes)
+        result = store_chunk(target, offset, data, cfg.max_file_bytes, (cfg.unit_max_bytes, cfg.unit_max_files))
         if result.written:  # uWSGI's request log has every chunk; this is for debugging
             log.debug("stored %s %s offset=%d +%d bytes", hw_id, relpath, offset, result.written)
         return json_response({"ack_file": result.ack_file})
