@@ -17,10 +17,14 @@ In one run it:
    - 4 KiB upload chunks/s: PUT /ou/<hw_id>/push-sequential/data/readings/
      readings-0000.tsv?offset=N, one unit per connection slot, each appending
      sequentially (offset += 4096 on every 200, ack_file checked on each);
+   then the same two loads on a second real server in per-unit key mode
+   (CO2_KEY_MODE=per-unit, every unit enrolled, each request under its
+   unit's key), in the order open, per-unit, per-unit, open, so that a
+   drift of the machine weighs on both modes alike; the means are compared;
 3. checks integrity: each stored file holds exactly the bytes acknowledged,
    and the pings TSV logs have one line per 200 ping;
 4. prints each figure, its fraction of the ceiling, the targets (pings >= 60%,
-   chunks >= 50% of the ceiling) and PASS/FAIL; exit status 1 on any FAIL.
+   chunks >= 50% of the ceiling; per-unit >= 90% of open) and PASS/FAIL; exit status 1 on any FAIL.
 
 Load: --procs processes, each an epoll loop keeping --conns requests in
 flight, every request on a fresh TCP connection with HTTP/1.0 (like the
@@ -539,6 +543,20 @@ def count_ping_lines(var_dir: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in (var_dir / "pings").glob("pings-*.tsv"))
 
 
+def merge_rounds(first: tuple, second: tuple) -> tuple[int, dict, dict]:
+    """Two rounds (pings answered, pings run, chunks run) of one mode as one: mean rates, summed counts."""
+    merged = []
+    for a, b in ((first[1], second[1]), (first[2], second[2])):
+        r = dict(a)
+        r["rate"] = (a["rate"] + b["rate"]) / 2
+        for key in ("ok", "counted", "errors", "conn_errors"):
+            r[key] = a[key] + b[key]
+        if "acked" in a:
+            r["acked"] = {**a["acked"], **b["acked"]}
+        merged.append(r)
+    return first[0] + second[0], merged[0], merged[1]
+
+
 def show(label: str, r: dict, ceiling: float | None = None) -> None:
     line = f"{label:<28} {r['rate']:8.1f}/s"
     if ceiling:
@@ -624,7 +642,7 @@ def main() -> int:
         keyed_data, keyed_var = tmp / "keyed-data", tmp / "keyed-var"
         keyed = Uwsgi("keyed", tmp, [], {"CO2_DATA_DIR": str(keyed_data), "CO2_VAR_DIR": str(keyed_var),
                                          "CO2_KEY_MODE": "per-unit"})
-        keyed_keys = enroll_all(keyed_var, hw_ids(args.units + 2 * slots))
+        keyed_keys = enroll_all(keyed_var, hw_ids(args.units + 8 * slots))
         for server in (bare, bare_free, real, keyed):
             if server is not None:
                 servers.append(server)
@@ -662,32 +680,37 @@ def main() -> int:
                 f" ({100 * ab_rate / ceiling_a['rate']:.0f}% of the figure above)"
             )
 
-        # 2. The real server.
+        # 2. The real server in open mode (A) and in per-unit mode (B), in the order A B B A
+        # so that a drift of the machine's speed during the run weighs on both alike.
         units = hw_ids(args.units)
-        ping_ok = 0
-        warm = drive("pings", real, args.warmup, args.procs, args.conns, units)
-        ping_ok += warm["ok"]
-        spy.start(real, "pings", args.seconds)
-        pings = drive("pings", real, args.seconds, args.procs, args.conns, units)
-        spy.stop()
-        ping_ok += pings["ok"]
-        show("alive pings", pings)
+        fresh = iter(range(args.units, args.units + 8 * slots, slots))  # chunk units: fresh folders each run
 
-        upload_units = hw_ids(args.units + slots)[args.units :]  # units of their own, fresh folders
-        spy.start(real, "chunks", args.seconds)
-        chunks = drive("chunks", real, args.seconds, args.procs, args.conns, upload_units)
-        spy.stop()
-        show("4 KiB upload chunks", chunks)
+        def mode_round(server, label, spy_on):
+            warm = drive("pings", server, args.warmup, args.procs, args.conns, units)
+            if spy_on:
+                spy.start(server, "pings", args.seconds)
+            p = drive("pings", server, args.seconds, args.procs, args.conns, units)
+            spy.stop()
+            show(f"alive pings{label}", p)
+            first = next(fresh)
+            if spy_on:
+                spy.start(server, "chunks", args.seconds)
+            c = drive("chunks", server, args.seconds, args.procs, args.conns, hw_ids(first + slots)[first:])
+            spy.stop()
+            show(f"4 KiB upload chunks{label}", c)
+            return warm["ok"] + p["ok"], p, c
 
-        # The per-unit server: the same loads, every request under its unit's key.
-        keyed_pings = drive("pings", keyed, args.warmup, args.procs, args.conns, units)
-        keyed_ping_ok = keyed_pings["ok"]
-        keyed_pings = drive("pings", keyed, args.seconds, args.procs, args.conns, units)
-        keyed_ping_ok += keyed_pings["ok"]
-        show("alive pings, per-unit keys", keyed_pings)
-        keyed_units = hw_ids(args.units + 2 * slots)[args.units + slots :]
-        keyed_chunks = drive("chunks", keyed, args.seconds, args.procs, args.conns, keyed_units)
-        show("4 KiB upload chunks, per-unit keys", keyed_chunks)
+        open_1 = mode_round(real, "", True)
+        keyed_1 = mode_round(keyed, ", per-unit keys", False)
+        keyed_2 = mode_round(keyed, ", per-unit keys (again)", False)
+        open_2 = mode_round(real, " (again)", False)
+        ping_ok, pings, chunks = merge_rounds(open_1, open_2)
+        keyed_ping_ok, keyed_pings, keyed_chunks = merge_rounds(keyed_1, keyed_2)
+        print(
+            f"open mode: pings {pings['rate']:.1f}/s, chunks {chunks['rate']:.1f}/s;"
+            f" per-unit mode: pings {keyed_pings['rate']:.1f}/s, chunks {keyed_chunks['rate']:.1f}/s"
+            " (means of the two rounds)"
+        )
 
         ceiling_b = ceiling_run("ceiling again")
         free_b = ceiling_run("unpinned ceiling again", bare_free) if bare_free else None
