@@ -1,0 +1,169 @@
+"""Schedule-aware liveness: from a unit's recent contacts, is it calling when it should?
+
+A pure model (no I/O): the dashboard, its JSON and the metrics feed it the
+ping times they read and a `now`, so it is tested with both fixed.
+
+The model, per unit:
+- contacts closer than BURST_S to the one before belong to one cycle (a unit
+  may ping more than once in a cycle); a cycle counts from its first ping;
+- the usual period is the median of the intervals between the last
+  MAX_CONTACTS cycles; an interval of about k periods (k missed calls) counts
+  as k intervals of interval/k, so a few misses do not skew it; the spread is
+  the MAD of those intervals (scaled to a standard deviation);
+- the time of day (the phase) is the median offset of the last PHASE_CONTACTS
+  cycles from a grid of that period laid through the last cycle: a unit that
+  calls at 03:15 daily with a few minutes' jitter is expected at the next
+  03:15, not 24 h after its last (jittered) call;
+- the tolerance is 4 spreads, at least MIN_TOLERANCE_S and 5 % of the period,
+  at most 40 % of the period.
+
+States, in urgency order (STATES; the dashboard sorts by it):
+- missed: at least one expected contact has passed by more than half a
+  period (a call arriving later is nearer the next slot): `missed` counts them;
+- late: past the expected contact plus the tolerance, not yet missed;
+- silent: too little history (fewer than MIN_CONTACTS cycles) to know a
+  schedule, and no contact for more than CO2_SILENT_HOURS;
+- never_seen: no contact at all (a unit folder or enrolled unit, no ping);
+- on_schedule: otherwise (also a unit with too little history heard from
+  within CO2_SILENT_HOURS; its expected_next is then unknown).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from statistics import median
+
+STATES = ("missed", "late", "silent", "never_seen", "on_schedule")
+
+BURST_S = 120.0
+MAX_CONTACTS = 50
+PHASE_CONTACTS = 7
+MIN_CONTACTS = 3
+MIN_TOLERANCE_S = 300.0
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class Liveness:
+    state: str                     # one of STATES
+    last_contact: datetime | None  # UTC, aware
+    expected_next: datetime | None
+    missed: int                    # contacts missed in a row (0 unless state == "missed")
+    period_s: float | None         # the usual period between contacts, when known
+    tolerance_s: float | None      # lateness tolerated before "late"
+    hint: str | None               # from the unit's error log, when it explains a miss
+
+    def overdue_s(self, now: datetime) -> float:
+        """How far past its expected contact (or, without a schedule, its last one) the unit is."""
+        ref = self.expected_next if self.state in ("missed", "late") else self.last_contact
+        if ref is None or self.state in ("on_schedule", "never_seen"):
+            return 0.0
+        return (_aware(now) - ref).total_seconds()
+
+
+def _aware(ts: datetime) -> datetime:
+    """Naive datetimes are UTC (as the pings log writes them)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _cycles(contacts: Sequence[datetime]) -> list[datetime]:
+    """The first contact of each cycle, oldest first, at most the last MAX_CONTACTS."""
+    starts: list[datetime] = []
+    previous = None
+    for ts in sorted(_aware(c) for c in contacts):
+        if previous is None or (ts - previous).total_seconds() > BURST_S:
+            starts.append(ts)
+        previous = ts
+    return starts[-MAX_CONTACTS:]
+
+
+def _period(starts: list[datetime]) -> tuple[float, float]:
+    """(usual period, robust spread) in seconds, missed calls folded back in.
+
+    The median interval picks the period roughly; intervals of about k such
+    periods (k - 1 missed calls between) are kept, others (an extra call at
+    an odd time) left out; the period is then their total over their count
+    of periods, so the jitter of single calls averages out.
+    """
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    rough = median(gaps)
+    total = periods = 0.0
+    parts: list[float] = []
+    for gap in gaps:
+        k = max(1, round(gap / rough))
+        if abs(gap / k - rough) <= 0.25 * rough:
+            total, periods = total + gap, periods + k
+            parts += [gap / k] * k
+    if not periods:
+        return rough, 0.0
+    period = total / periods
+    spread = MAD_TO_SIGMA * median(abs(p - period) for p in parts)
+    return period, spread
+
+
+def _phase_offset(starts: list[datetime], period: float) -> float:
+    """Median offset (s) of the recent cycles from a grid of `period` through the last one."""
+    last = starts[-1]
+    offsets = []
+    for ts in starts[-PHASE_CONTACTS:]:
+        d = (ts - last).total_seconds() % period
+        offsets.append(d - period if d > period / 2 else d)
+    return median(offsets)
+
+
+def assess(contacts: Sequence[datetime], now: datetime, silent_hours: float, hint: str | None = None) -> Liveness:
+    """The unit's liveness at `now` from its recent contact times (any order; naive = UTC)."""
+    now = _aware(now)
+    if not contacts:
+        return Liveness("never_seen", None, None, 0, None, None, None)
+    last_contact = max(_aware(c) for c in contacts)
+    starts = _cycles(contacts)
+    if len(starts) < MIN_CONTACTS:
+        silent = now - last_contact > timedelta(hours=silent_hours)
+        return Liveness("silent" if silent else "on_schedule", last_contact, None, 0, None, None,
+                        hint if silent else None)
+    period, spread = _period(starts)
+    if period <= 0:
+        return Liveness("on_schedule", last_contact, None, 0, None, None, None)
+    tolerance = min(max(MIN_TOLERANCE_S, 0.05 * period, 4 * spread), 0.4 * period)
+    slot = starts[-1] + timedelta(seconds=_phase_offset(starts, period))
+    expected = slot + timedelta(seconds=period)
+    while expected <= last_contact:  # a call answered late still counts for its slot
+        expected += timedelta(seconds=period)
+    overdue = (now - expected).total_seconds()
+    if overdue > period / 2:
+        missed = int((overdue - period / 2) // period) + 1
+        return Liveness("missed", last_contact, expected, missed, period, tolerance, hint)
+    if overdue > tolerance:
+        return Liveness("late", last_contact, expected, 0, period, tolerance, hint)
+    return Liveness("on_schedule", last_contact, expected, 0, period, tolerance, None)
+
+
+# The entry types of DATA-FORMATS.md's error-log import rules (the importer,
+# database/co2db/import_errors.py, is outside the server's reach); three of
+# them explain a missed call.
+_TYPES = (  # in the rules' order: the last that matches wins
+    ("uncaught", re.compile(r"Uncaught exception")),
+    ("watchdog", re.compile(r"[Ww]atch ?dog")),
+    ("signal", re.compile(r"Signal quality")),
+    ("backoff", re.compile(r"backoff")),
+    ("transmit", re.compile(r"transmitting")),
+)
+_HINT_TEXT = {
+    "uncaught": "last cycle ended with an uncaught exception",
+    "watchdog": "watchdog reset",
+    "backoff": "skipping calls (backoff)",
+}
+
+
+def error_hint(error_line: str | None) -> str | None:
+    """A short hint when the unit's newest error-log entry explains a miss, else None."""
+    if not error_line:
+        return None
+    for etype, pattern in reversed(_TYPES):
+        if pattern.search(error_line):
+            return f"{_HINT_TEXT[etype]}: {error_line}" if etype in _HINT_TEXT else None
+    return None
