@@ -16,6 +16,7 @@ from flask_restful import Api
 from . import db
 from .config import Config
 from .errors import any_error_response, log, logged_path, register_error_handlers
+from .export_pages import ExportFile, ExportPage
 from .health import Health, Home
 from .safe_paths import check_raw_path
 from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
@@ -98,6 +99,8 @@ def create_app(config: Config | None = None) -> Flask:
     api.add_resource(AliveFile, "/status/alive/<name>")
     api.add_resource(Co2Summary, "/data/co2/summary")
     api.add_resource(Co2File, "/data/co2/<name>")
+    api.add_resource(ExportPage, "/data/export/")
+    api.add_resource(ExportFile, "/data/export/<path:relpath>")
     api.add_resource(UnitsPage, "/status/units")
     api.add_resource(UnitsJson, "/status/units.json")
     return app

@@ -166,3 +166,99 @@ def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:
     unit_dir = config.data_dir / hw_id
     refuse_symlinks(unit_dir, ["updates", *parts])
     return unit_dir.joinpath("updates", *parts)
+
+
+# One segment of a path below a served folder (the export): letters, digits
+# and '._=+-' (hive partitions are 'site=<code>'), not starting with a dot.
+PUB_SEGMENT_RE = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]{0,199}")
+PUB_DEPTH_MAX = 8
+
+
+def pub_parts(raw_rest: str) -> list[str]:
+    """The checked segments of the part of a raw URL path below a served folder.
+
+    Each segment is percent-decoded on its own (strict UTF-8), so an encoded
+    '/', '.', '\\' or NUL is seen for what it is and refused, like '..', an
+    empty segment (an absolute path: '//etc/passwd') or a hidden name.
+    """
+    from urllib.parse import unquote
+
+    segments = raw_rest.split("/")
+    if len(segments) > PUB_DEPTH_MAX:
+        raise ApiError(400, "BAD_PATH", f"paths here are at most {PUB_DEPTH_MAX} folders deep")
+    parts = []
+    for segment in segments:
+        try:
+            name = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            name = "\ufffd"
+        if not PUB_SEGMENT_RE.fullmatch(name):
+            raise ApiError(
+                400, "BAD_PATH",
+                f"path segment {name[:80]!r} is not a plain file or folder name "
+                "(letters, digits, '.', '_', '=', '+', '-'; no leading dot, no '..', no empty segment)",
+            )
+        parts.append(name)
+    return parts
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def file_kind(mode: int) -> str:
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular_below(base: Path | str, parts: list[str], shown: str) -> tuple[int, os.stat_result]:
+    """An fd (O_RDONLY) and fstat of the regular file base/parts[0]/.../parts[-1].
+
+    Every component below `base` is opened with O_NOFOLLOW relative to the
+    one before (dir_fd), so a symlink anywhere on the way is refused (403),
+    and never by a check that a swap could outrun; every open is O_NONBLOCK,
+    so a FIFO or device never holds the thread; anything but a regular file
+    is refused (404). `shown` names the path in messages. The caller closes the fd.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ApiError(404, "NOT_FOUND", f"{shown} does not exist (nothing has been written here yet)",
+                       log_reason=f"base folder: {exc.strerror}") from exc
+    try:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            try:
+                fd = os.open(part, flags if last else flags | os.O_DIRECTORY, dir_fd=dir_fd)
+            except OSError as exc:
+                _refuse_open(dir_fd, part, shown, exc)
+            os.close(dir_fd)
+            dir_fd = fd
+        fd, dir_fd = dir_fd, -1
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            kind = file_kind(st.st_mode)
+            raise ApiError(404, "NOT_A_FILE", f"{shown} is {kind} on the server, not a file that is served",
+                           log_reason=kind)
+        return fd, st
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
+
+
+def _refuse_open(dir_fd: int, part: str, shown: str, exc: OSError):
+    """Raise the ApiError that says why `part` (in dir_fd) could not be opened."""
+    try:
+        st = os.lstat(part, dir_fd=dir_fd)
+    except OSError:
+        raise ApiError(404, "NOT_FOUND", f"{shown} does not exist", log_reason=exc.strerror) from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise ApiError(403, "SYMLINK_REFUSED", f"{shown} passes through a symbolic link on the server",
+                       log_reason=f"{part} is a symbolic link") from exc
+    if stat.S_ISREG(st.st_mode):  # a file where a folder on the way should be
+        raise ApiError(404, "NOT_FOUND", f"{shown} does not exist ({part} is a file, not a folder)",
+                       log_reason=exc.strerror) from exc
+    kind = file_kind(st.st_mode)
+    raise ApiError(404, "NOT_A_FILE", f"{shown} is not a file that is served ({part} is {kind})",
+                   log_reason=f"{part}: {exc.strerror}") from exc

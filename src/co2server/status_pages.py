@@ -120,7 +120,7 @@ def _conditional(data: bytes, mtime: float, headers: dict[str, str], mimetype: s
     return Response(data, headers=headers, mimetype=mimetype).make_conditional(request.environ)
 
 
-def _not_rendered(page: str, refresh: int) -> Response:
+def not_rendered(page: str, heading: str | None = None, commands: list[str] | None = None) -> Response:
     """A friendly page instead of a 404 while the pipeline has not run yet.
 
     Status 200 with a Refresh header: a phone left on this page keeps polling
@@ -128,7 +128,8 @@ def _not_rendered(page: str, refresh: int) -> Response:
     for /healthz and the timer's own status, not for this page.)
     """
     body = render_template(
-        "not_rendered.html", page=page, pub_dir=str(config().pub_dir),
+        "not_rendered.html", page=page, pub_dir=str(config().pub_dir), heading=heading,
+        commands=commands or ["make -C database", "scripts/make-summaries.sh"],
         refresh=MISSING_PAGE_REFRESH, now=iso_seconds(utc_now()),
     ).encode("utf-8")
     headers = {"Refresh": str(MISSING_PAGE_REFRESH), "Cache-Control": "no-store"}
@@ -139,7 +140,7 @@ def _summary(spec: tuple[str, int, int]) -> Response:
     page, refresh, _max_age = spec
     found = _open_pub_file(page)
     if found is None:
-        return _not_rendered(page, refresh)
+        return not_rendered(page)
     data, mtime = found
     return _conditional(data, mtime, {"Refresh": str(refresh), "Cache-Control": "no-cache"}, "text/html")
 
