@@ -1,7 +1,11 @@
 #!/bin/bash
-# Bring the researchers' database, plots and pages up to date: runs
-# `make -C database` (target web by default) on the server's folders. This is
-# the job a systemd timer (co2unit-summaries.timer.example) or cron calls.
+# Bring the researchers' database, plots, pages and research dataset up to
+# date: runs `make -C database` on the server's folders (by default the
+# targets web and export, with --keep-going so that a failing plot never keeps
+# the export from being written). This is the job a systemd timer
+# (co2unit-summaries.timer.example) or cron calls. After a successful run it
+# touches <var>/pipeline-last-ok (its mtime is the server's
+# co2server_pipeline_last_success_timestamp_seconds metric).
 #
 # Folders follow the server's settings when set, else the checkout's defaults:
 #   CO2_DATA_DIR (remote_data/)  CO2_VAR_DIR (var/)  CO2_DB_PATH (<var>/db.sqlite3)
@@ -19,7 +23,7 @@ Usage: scripts/make-summaries.sh [--help] [MAKE_TARGET_OR_VARIABLE...]
 
 Runs make in database/ on the server's folders, one run at a time.
 Examples:
-  scripts/make-summaries.sh            # import, then plots and pages
+  scripts/make-summaries.sh            # import, then plots, pages and the export
   scripts/make-summaries.sh import     # only the database
 Environment: CO2_DATA_DIR, CO2_VAR_DIR, CO2_DB_PATH, CO2_HW_ID_PATTERN
 (relative paths are relative to the checkout, as for the server).
@@ -65,7 +69,12 @@ main() {
     echo "make-summaries: another run holds ${lock}; waiting for it" >&2
     flock 9
   fi
-  make -C "${ROOT}/database" "${vars[@]}" "$@"
+  local targets=("$@")
+  if [[ ${#targets[@]} == 0 ]]; then
+    targets=(--keep-going web export)
+  fi
+  make -C "${ROOT}/database" "${vars[@]}" "${targets[@]}"
+  touch "${var_dir}/pipeline-last-ok"
 }
 
 main "$@"

@@ -191,6 +191,21 @@ class Layout:
         starts, periods = timeline
         return periods[max(bisect.bisect_right(starts, when) - 1, 0)]
 
+    def period_at(self, unit_id: str, when: datetime) -> Period | None:
+        """The unit's period containing `when` (start inclusive, end exclusive,
+        open ends open); of several, the latest start (an open start counts as
+        earliest), then the later row of the file. None when no period
+        contains it. The research export's rule (DATA-FORMATS.md)."""
+        timeline = self._timelines.get(unit_id)
+        if timeline is None:
+            return None
+        starts, periods = timeline
+        # Sorted by start, stably: among equal starts, the file's order.
+        for period in reversed(periods[: bisect.bisect_right(starts, when)]):
+            if period.contains(when):
+                return period
+        return None
+
     def locate(self, unit_id: str, when: datetime) -> tuple[str, str]:
         """(group key, status) of a unit's data point at time when."""
         period = self.governing_period(unit_id, when)

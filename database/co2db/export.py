@@ -1,0 +1,181 @@
+"""make export: the research dataset (DATA-FORMATS.md, "The research dataset
+(export)") in EXPORT_DIR: CSV files, a Parquet dataset, daily summaries and
+datapackage.json.
+
+Incremental, and never half-written:
+- a fingerprint of what the export is made of (the readings importer's
+  import_state rows, the deployments table, the row count and last rowid of
+  co2_readings, this code) is kept in datapackage.json; when it has not
+  changed, the run ends there (nothing is read or written);
+- otherwise the whole export is built in a staging folder beside EXPORT_DIR
+  (.<name>.staging); every file whose bytes equal the previous export's is
+  replaced there by a hard link to it (it keeps its bytes and mtime); then
+  the staging folder and EXPORT_DIR are swapped in one atomic
+  rename(RENAME_EXCHANGE) (two renames where the kernel lacks it) and the old
+  one removed. A run that fails before the swap leaves EXPORT_DIR as it was:
+  files and datapackage.json always agree. EXPORT_DIR is a real folder, never
+  a symlink (refused: the server does not follow them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import os
+import shutil
+import sqlite3
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .cli import CommandError, run_command
+from .export_package import PACKAGE_FILE, build_package, file_hash, read_package, software_version, write_package
+from .export_rows import FLAG_LIST, SITE, TS, UNIT, Tally, export_rows, ts_text
+from .export_write import csv_path, group_rows, partition, write_csv, write_daily, write_parquet
+from .readonly import open_db_readonly, table_exists
+
+CODE_FILES = ("export.py", "export_rows.py", "export_write.py", "export_package.py", "deployments.py")
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def fingerprint(conn: sqlite3.Connection, version: str) -> str:
+    """What the export is made of, in a few cheap queries (no reading is read)."""
+    digest = hashlib.sha256(version.encode())
+    here = Path(__file__).parent
+    for name in CODE_FILES:
+        digest.update((here / name).read_bytes())
+    queries = []
+    if table_exists(conn, "import_state"):
+        queries.append("SELECT file, size, mtime_ns, done_bytes, check_hash FROM import_state WHERE kind = 'readings'")
+    if table_exists(conn, "deploy_durations_tiered"):
+        queries.append("SELECT * FROM deploy_durations_tiered ORDER BY rowid")
+    if table_exists(conn, "co2_readings"):
+        queries.append("SELECT count(*), max(rowid) FROM co2_readings")
+    for sql in queries:
+        for row in conn.execute(sql):
+            digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+def up_to_date(export_dir: Path, package: dict | None, print_: str) -> bool:
+    """True when the previous export has this fingerprint and all its files (by size)."""
+    if package is None or package.get("co2db:fingerprint") != print_:
+        return False
+    for res in package["resources"]:
+        try:
+            if (export_dir / res["path"]).stat().st_size != res["bytes"]:
+                return False
+        except (OSError, KeyError, TypeError):
+            return False
+    return True
+
+
+def keep_unchanged(staging: Path, export_dir: Path, old: dict | None, paths: list[str]) -> tuple[dict, int]:
+    """Hard-link every staged file whose bytes equal the previous export's
+    version; returns the (size, hash) of every file and how many were kept."""
+    previous = {r.get("path"): r for r in (old or {}).get("resources", []) if isinstance(r, dict)}
+    stats, kept = {}, 0
+    for path in paths:
+        size, digest = stats[path] = file_hash(staging / path)
+        before = previous.get(path)
+        old_file = export_dir / path
+        if before and before.get("hash") == digest and before.get("bytes") == size:
+            try:
+                if old_file.is_file() and not old_file.is_symlink() and file_hash(old_file) == (size, digest):
+                    os.unlink(staging / path)
+                    os.link(old_file, staging / path)
+                    kept += 1
+            except OSError:
+                pass  # cannot link (another disk?): the new copy stays
+    return stats, kept
+
+
+def swap_in(staging: Path, export_dir: Path) -> None:
+    """Put staging in place of export_dir atomically; remove the old one."""
+    if not export_dir.exists():
+        os.rename(staging, export_dir)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None and renameat2(AT_FDCWD, bytes(staging), AT_FDCWD, bytes(export_dir), RENAME_EXCHANGE) == 0:
+        shutil.rmtree(staging)  # now holds the old export
+        return
+    old = export_dir.with_name(f".{export_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(export_dir, old)
+    os.rename(staging, export_dir)
+    shutil.rmtree(old)
+
+
+def build(staging: Path, conn: sqlite3.Connection, tally: Tally) -> tuple[list, list[tuple], list[str], list[str]]:
+    """Write every data file into staging; return (files, all rows, units, sites)."""
+    rows: list[tuple] = []
+    for unit, unit_rows in export_rows(conn, tally):
+        rows.extend(unit_rows)
+        print(f"export: {unit}: {len(unit_rows)} rows", file=sys.stderr)
+    files = write_csv(staging, group_rows(rows, csv_path))
+    files += write_parquet(staging, group_rows(rows, partition))
+    files += write_daily(staging, rows)
+    units = sorted({r[UNIT] for r in rows if r[UNIT] is not None})
+    sites = sorted({r[SITE] for r in rows if r[SITE] is not None})
+    return files, rows, units, sites
+
+
+def export(db: Path, export_dir: Path) -> str:
+    export_dir = Path(os.path.abspath(export_dir))
+    if export_dir.is_symlink():
+        raise CommandError(f"{export_dir} is a symlink; the server refuses those: make it a real folder")
+    if export_dir.exists() and not export_dir.is_dir():
+        raise CommandError(f"{export_dir} exists and is not a folder: move it away")
+    conn = open_db_readonly(db)
+    try:
+        conn.execute("BEGIN")  # one snapshot of the database for the whole run
+        old = read_package(export_dir)
+        version = software_version()
+        print_ = fingerprint(conn, version)
+        if up_to_date(export_dir, old, print_):
+            return f"nothing new, {len(old['resources'])} files kept"
+        staging = export_dir.with_name(f".{export_dir.name}.staging")
+        try:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run that failed
+            staging.mkdir(parents=True)
+            tally = Tally()
+            files, rows, units, sites = build(staging, conn, tally)
+            stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in files])
+            epochs = [r[-1] for r in rows if r[TS] is not None]
+            span = (ts_text(min(epochs)), ts_text(max(epochs))) if epochs else (None, None)
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            package = build_package(staging, files, stats, created, span, units, sites, print_, version)
+            write_package(staging, package)
+            os.chmod(staging, 0o755)
+            swap_in(staging, export_dir)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise CommandError(
+                f"cannot write the export beside {export_dir}: {exc.strerror or exc} ({exc.filename or ''});"
+                " the previous export is unchanged"
+            ) from exc
+    finally:
+        conn.close()
+    flags = ", ".join(f"{name} {tally.flags[name]}" for name, _ in FLAG_LIST if tally.flags[name]) or "none"
+    unusable = ", ".join(f"{c} {n}" for c, n in sorted(tally.unusable.items()))
+    if unusable:
+        print(f"warning: export: values that are not numbers, exported empty: {unusable}", file=sys.stderr)
+    return (
+        f"{tally.rows} rows, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE},"
+        f" flags: {flags}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="co2db.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", required=True, type=Path, help="SQLite database (read only)")
+    parser.add_argument("--export-dir", required=True, type=Path, help="the export folder (EXPORT_DIR)")
+    args = parser.parse_args(argv)
+    return run_command("export", lambda: export(args.db, args.export_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
