@@ -6,7 +6,8 @@
 # - from Debian's packages: Chromium for the browser tests, strace for the
 #   tests that watch the server fsync before it answers, nginx and openssl
 #   for the tests of the production front (nginx-co2unit.conf.example, a
-#   self-signed certificate, scripts/operators.sh): installed with apt-get
+#   self-signed certificate, scripts/operators.sh), prometheus and promtool
+#   for the tests of /metrics and the shipped alert rules: installed with apt-get
 #   when missing and we are root (always so in CI). Elsewhere those tests
 #   are reported as skipped, with how to install what they need.
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
@@ -40,6 +41,7 @@ ensure_packages() {
   command -v strace >/dev/null || missing+=(strace)
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   if [[ "${#missing[@]}" -eq 0 ]]; then
     return 0
   fi
@@ -48,7 +50,7 @@ ensure_packages() {
     apt-get update -q >&2
     install_without_starting "${missing[@]}"
   elif [[ -n "$(find_chromium)" ]]; then
-    return 0  # strace, nginx or openssl is missing: those tests say so when skipped
+    return 0  # strace, nginx, openssl or prometheus is missing: those tests say so when skipped
   elif [[ "${CI:-}" == "true" ]]; then
     echo "error: Chromium is missing and cannot be installed (not root or no apt-get)" >&2
     exit 1

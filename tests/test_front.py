@@ -25,7 +25,7 @@ from trickle import Trickler
 HW = "co2unit-30aea42a50bc"
 CHUNK = f"/ou/{HW}/push-sequential/data/readings/readings-0000.tsv"
 PEOPLES_PATHS = ["/status/units", "/status/units.json", "/status/alive/recent", "/status/alive/summary",
-                 "/data/co2/summary", "/healthz/details", "/static/x.js"]
+                 "/data/co2/summary", "/healthz/details", "/static/x.js", "/metrics"]
 
 
 # The same conversation, once with uWSGI alone and once through the units' door.
@@ -99,7 +99,7 @@ def people_request(front, path, user=None, password=None, context=None):
 
 def test_peoples_door_wants_tls_and_an_operator(front):
     # No login: 401 with a basic-auth challenge, for every page.
-    for path in ["/status/units", "/healthz", "/"]:
+    for path in ["/status/units", "/healthz", "/", "/metrics"]:
         status, headers, _, _ = people_request(front, path)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), path
     front.add_operator("alice", "correct horse battery staple")
@@ -112,6 +112,10 @@ def test_peoples_door_wants_tls_and_an_operator(front):
     # Details of /healthz are for people.
     status, _, body, _ = people_request(front, "/healthz", "alice", "correct horse battery staple")
     assert status == 200 and b'"pid"' in body and b"data_dir_writable" in body
+    # So is /metrics (Prometheus logs in like an operator: README, "Monitoring with Prometheus").
+    status, headers, body, _ = people_request(front, "/metrics", "alice", "correct horse battery staple")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"co2server_database_up 1.0" in body
     # The unit API is not served here, with or without a login.
     assert people_request(front, f"/ou/{HW}/updates", "alice", "correct horse battery staple")[0] == 404
     # An operator removed by the script is out at once.

@@ -18,6 +18,8 @@ from .config import Config
 from .errors import any_error_response, log, logged_path, register_error_handlers
 from .export_pages import ExportFile, ExportPage
 from .health import Health, Home
+from .metrics import Metrics
+from .request_metrics import install as count_requests
 from .safe_paths import check_raw_path
 from .status_pages import AliveFile, AliveRecent, AliveSummary, Co2File, Co2Summary
 from .status_units import UnitsJson, UnitsPage
@@ -64,6 +66,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     register_error_handlers(app)
+    count_requests(app, config.var_dir)
 
     # open: /ou/<hw_id>/...; shared and per-unit: /<key>/ou/<hw_id>/... (unit_keys.py decides).
     unit = "/ou" if config.key_mode == "open" else "/<unit_key>/ou"
@@ -94,6 +97,7 @@ def create_app(config: Config | None = None) -> Flask:
     api.add_resource(UpdatesItem, f"{unit}/<hw_id>/updates/<path:relpath>")
     api.add_resource(Home, "/")
     api.add_resource(Health, "/healthz")
+    api.add_resource(Metrics, "/metrics")
     api.add_resource(AliveRecent, "/status/alive/recent")
     api.add_resource(AliveSummary, "/status/alive/summary")
     api.add_resource(AliveFile, "/status/alive/<name>")

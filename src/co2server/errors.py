@@ -13,13 +13,13 @@ import errno
 import json
 import logging
 
-from flask import Response, request
+from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("co2server")
 
 # First path segments that are never a unit's URL key: logged as they are.
-PUBLIC_SEGMENTS = frozenset({"", "ou", "status", "data", "healthz", "favicon.ico", "robots.txt"})
+PUBLIC_SEGMENTS = frozenset({"", "ou", "status", "data", "healthz", "metrics", "favicon.ico", "robots.txt"})
 MASK = "*"
 
 
@@ -86,6 +86,7 @@ def error_response(exc: ApiError) -> Response:
         scrub(exc.message),
         f" (refused: {exc.log_reason})" if exc.log_reason else "",
     )
+    g.co2_error_code = exc.code  # request_metrics.py counts refusals by code
     payload = {"error": exc.code, "message": exc.message}
     payload.update(exc.extra)
     return json_response(payload, status=exc.status)

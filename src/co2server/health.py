@@ -44,7 +44,7 @@ def _disk(folder: Path, min_free_bytes: int) -> dict:
 
 class Home(Resource):
     def get(self):
-        return Response("CO2 Observation Unit server. Status: /status/units, /healthz\n", mimetype="text/plain")
+        return Response("CO2 Observation Unit server. Status: /status/units, /healthz, /metrics\n", mimetype="text/plain")
 
 
 class Health(Resource):
