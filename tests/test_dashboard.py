@@ -97,6 +97,9 @@ def test_units_after_pings_and_uploads(server, tmp_path):
         "pending_update": None, "update_fetched": None, "update_fetched_at": None,
         "sd_card_replaced": False, "sd_card_replaced_at": [], "last_ping_repaired": None,
         "quota_used_bytes": len(READINGS) + len(ERRORS), "quota_used_files": 2, "quota_full": False,
+        # Two pings, one cycle: too little history for a schedule, heard of just now.
+        "liveness_state": "on_schedule", "expected_next_contact": None, "expected_next_in": None,
+        "missed_contacts": 0, "contact_period_s": None, "contact_tolerance_s": None, "liveness_hint": None,
     }
 
     ub = units[B]
@@ -110,6 +113,8 @@ def test_units_after_pings_and_uploads(server, tmp_path):
     assert uc["last_ping"] == old.isoformat()
     assert (uc["nickname"], uc["rssi_dbm"], uc["pings_24h"], uc["silent"], uc["last_ping_ago"]) == (
         "lab-unit", -101, 0, True, "30 h ago")
+    assert (uc["liveness_state"], uc["missed_contacts"], uc["expected_next_contact"]) == ("silent", 0, None)
+    assert board["liveness_counts"] == {"missed": 0, "late": 0, "silent": 1, "never_seen": 0, "on_schedule": 2}
 
     reply = server.request("GET", "/status/units")
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/html")

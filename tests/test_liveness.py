@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from co2server import db
+from co2server.config import Config
+from co2server.dashboard import build_dashboard
 from co2server.liveness import STATES, assess, error_hint
+from co2server.pinglog import Ping
 
 DAY = timedelta(days=1)
 MIN = timedelta(minutes=1)
@@ -144,3 +150,105 @@ def test_error_hint(line, starts):
         assert hint is None
     else:
         assert hint.startswith(starts) and hint.endswith(line)
+
+
+# ------------------------------------------------ through the database, the pings log and the folders
+
+A, B, C, D, E, F = (f"co2unit-30aea4{n:06x}" for n in (0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6))
+NOW = datetime(2026, 11, 13, 16, 0)  # naive UTC, as the dashboard keeps time
+
+
+def ping(ts: datetime, unit: str, nick: str) -> Ping:
+    return Ping(ts.replace(tzinfo=None).isoformat(timespec="microseconds"), unit, nick, 9, -95, 99)
+
+
+def insert_pings(db_path: Path, pings: list[Ping]) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [p.db_row() for p in pings])
+    conn.close()
+
+
+def write_units(root: Path) -> Config:
+    """Six units' pings at known times: in the database, in the pings log, or both."""
+    config = Config.from_environ({"CO2_DATA_DIR": str(root / "remote_data"), "CO2_VAR_DIR": str(root / "var")})
+    db.prepare(config.db_path)
+    in_db, in_log = [], []
+    in_db += [ping(t, A, "a-daily") for t in daily(13)]                       # last 11-13 03:15
+    in_db += [ping(datetime(2026, 10, 1, 12, 0, tzinfo=UTC), A, "a-daily")]   # 6 weeks ago: out of the history
+    in_db += [ping(t, B, "b-daily-missed") for t in daily(10)]                # last 11-10 03:15
+    half_hourly = every_30_min(datetime(2026, 11, 13, 0, 20, tzinfo=UTC), 31)  # 00:20 .. 15:20
+    in_db += [ping(t, C, "c-30min") for t in half_hourly[:20]]
+    in_log += [ping(t, C, "c-30min") for t in half_hourly[18:]]                # the log ahead of the database
+    jitter = [4, -2, 5, -4, 1, 6, -3, 2, -1, 4, 1, 0, 4]  # median of the last seven: +1 min
+    in_log += [ping(t, D, "d-jitter") for t in daily(13, jitter)]            # last 11-13 03:19
+    in_db += [ping(NOW - 30 * timedelta(hours=1), E, "e-new")]                # one ping, 30 h ago
+    insert_pings(config.db_path, in_db)
+    config.pings_dir.mkdir(parents=True, exist_ok=True)
+    (config.pings_dir / "pings-0000.tsv").write_bytes(b"".join(p.tsv_line() for p in in_log))
+    (config.data_dir / F / "errors").mkdir(parents=True)                      # a folder, never a ping
+    (config.data_dir / B / "errors").mkdir(parents=True)
+    (config.data_dir / B / "errors" / "errors-0000.txt").write_bytes(
+        b"----- 2026-11-10 03:14:02 INFO  Self-test. LTE attached: True.\n"
+        b"----- 2026-11-10 03:20:40 WARN  Watchdog reset\n")
+    return config
+
+
+def test_dashboard_assesses_every_unit_from_database_and_log(tmp_path):
+    board = build_dashboard(write_units(tmp_path), now=NOW)
+    units = {u.hw_id: u for u in board.units}
+    got = {hw: (u.liveness.state, u.liveness.missed, u.liveness.expected_next) for hw, u in units.items()}
+    at = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
+    assert got == {
+        A: ("on_schedule", 0, at(2026, 11, 14, 3, 15)),
+        B: ("missed", 3, at(2026, 11, 11, 3, 15)),
+        C: ("late", 0, at(2026, 11, 13, 15, 50)),
+        D: ("on_schedule", 0, at(2026, 11, 14, 3, 16)),
+        E: ("silent", 0, None),
+        F: ("never_seen", 0, None),
+    }
+    assert units[B].liveness.hint == "watchdog reset: 2026-11-10 03:20:40 WARN  Watchdog reset"
+    assert [units[hw].liveness.period_s for hw in (A, B, C, D)] == [86400.0, 86400.0, 1800.0, 86400.0]
+    assert units[C].last_ping == datetime(2026, 11, 13, 15, 20)  # from the log
+    # Most urgent first; within on_schedule by nickname.
+    assert [u.hw_id for u in board.units] == [B, C, E, F, A, D]
+
+    rows = {u["hw_id"]: u for u in board.as_json()["units"]}
+    assert {k: rows[B][k] for k in ("liveness_state", "expected_next_contact", "expected_next_in", "missed_contacts",
+                                    "contact_period_s", "liveness_hint", "silent")} == {
+        "liveness_state": "missed", "expected_next_contact": "2026-11-11T03:15:00Z", "expected_next_in": "2 d ago",
+        "missed_contacts": 3, "contact_period_s": 86400.0,
+        "liveness_hint": "watchdog reset: 2026-11-10 03:20:40 WARN  Watchdog reset", "silent": True}
+    assert (rows[A]["expected_next_contact"], rows[A]["expected_next_in"]) == ("2026-11-14T03:15:00Z", "in 11 h")
+    assert (rows[C]["expected_next_in"], rows[C]["silent"]) == ("10 min ago", False)  # late long before silent
+    assert board.as_json()["liveness_counts"] == {"missed": 1, "late": 1, "silent": 1, "never_seen": 1,
+                                                  "on_schedule": 2}
+
+
+def test_the_same_units_the_next_day_at_noon(tmp_path):
+    board = build_dashboard(write_units(tmp_path), now=datetime(2026, 11, 14, 12, 0))
+    got = {u.hw_id: (u.liveness.state, u.liveness.missed) for u in board.units}
+    assert got == {A: ("late", 0), B: ("missed", 3), C: ("missed", 40), D: ("late", 0),
+                   E: ("silent", 0), F: ("never_seen", 0)}
+    # Within a state the most overdue first: B since 11-11 03:15, C since 11-13 15:50; A a minute before D.
+    assert [u.hw_id for u in board.units] == [B, C, A, D, E, F]
+
+
+def test_units_json_through_uwsgi(make_server, tmp_path):
+    server = make_server()
+    now = datetime.now(UTC).replace(microsecond=0)
+    last = now - 106 * MIN  # a 30-minute unit: its calls of -76, -46 and -16 min missed
+    daily_calls = [now - 2 * DAY - 3 * timedelta(hours=1), now - DAY - 3 * timedelta(hours=1), now - 3 * timedelta(hours=1)]
+    insert_pings(server.db_path, [ping(t, C, "c-30min") for t in every_30_min(last - 20 * 30 * MIN, 21)]
+                 + [ping(t, A, "a-daily") for t in daily_calls])
+    reply = server.request("GET", "/status/units.json")
+    assert reply.status == 200, reply.body
+    board = reply.json()
+    assert [u["hw_id"] for u in board["units"]] == [C, A]
+    uc, ua = board["units"]
+    assert (uc["liveness_state"], uc["missed_contacts"], uc["contact_period_s"], uc["expected_next_contact"]) == (
+        "missed", 3, 1800.0, (last + 30 * MIN).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert (ua["liveness_state"], ua["expected_next_contact"], ua["expected_next_in"]) == (
+        "on_schedule", (now + 21 * timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "in 20 h")
+    html = server.request("GET", "/status/units").body.decode()
+    assert f'data-hw-id="{C}" data-state="missed"' in html and "missed &times;3" in html
+    assert html.index(C) < html.index(A)

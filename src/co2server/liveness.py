@@ -39,7 +39,7 @@ from statistics import median
 STATES = ("missed", "late", "silent", "never_seen", "on_schedule")
 
 BURST_S = 120.0
-MAX_CONTACTS = 50
+MAX_CONTACTS = 30
 PHASE_CONTACTS = 7
 MIN_CONTACTS = 3
 MIN_TOLERANCE_S = 300.0
@@ -64,23 +64,36 @@ class Liveness:
         return (_aware(now) - ref).total_seconds()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = _EPOCH.replace(tzinfo=None)
+
+
 def _aware(ts: datetime) -> datetime:
     """Naive datetimes are UTC (as the pings log writes them)."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _cycles(contacts: Sequence[datetime]) -> list[datetime]:
-    """The first contact of each cycle, oldest first, at most the last MAX_CONTACTS."""
-    starts: list[datetime] = []
+def _seconds(ts: datetime) -> float:
+    """Seconds since the epoch (naive = UTC): the model works on these, cheaply."""
+    return (ts - (_EPOCH_NAIVE if ts.tzinfo is None else _EPOCH)).total_seconds()
+
+
+def _time(seconds: float) -> datetime:
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def _cycles(times: list[float]) -> list[float]:
+    """The first contact of each cycle (times sorted), at most the last MAX_CONTACTS."""
+    starts: list[float] = []
     previous = None
-    for ts in sorted(_aware(c) for c in contacts):
-        if previous is None or (ts - previous).total_seconds() > BURST_S:
+    for ts in times:
+        if previous is None or ts - previous > BURST_S:
             starts.append(ts)
         previous = ts
     return starts[-MAX_CONTACTS:]
 
 
-def _period(starts: list[datetime]) -> tuple[float, float]:
+def _period(starts: list[float]) -> tuple[float, float]:
     """(usual period, robust spread) in seconds, missed calls folded back in.
 
     The median interval picks the period roughly; intervals of about k such
@@ -88,7 +101,7 @@ def _period(starts: list[datetime]) -> tuple[float, float]:
     an odd time) left out; the period is then their total over their count
     of periods, so the jitter of single calls averages out.
     """
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     rough = median(gaps)
     total = periods = 0.0
     parts: list[float] = []
@@ -104,42 +117,64 @@ def _period(starts: list[datetime]) -> tuple[float, float]:
     return period, spread
 
 
-def _phase_offset(starts: list[datetime], period: float) -> float:
+def _phase_offset(starts: list[float], period: float) -> float:
     """Median offset (s) of the recent cycles from a grid of `period` through the last one."""
     last = starts[-1]
     offsets = []
     for ts in starts[-PHASE_CONTACTS:]:
-        d = (ts - last).total_seconds() % period
+        d = (ts - last) % period
         offsets.append(d - period if d > period / 2 else d)
     return median(offsets)
 
 
-def assess(contacts: Sequence[datetime], now: datetime, silent_hours: float, hint: str | None = None) -> Liveness:
-    """The unit's liveness at `now` from its recent contact times (any order; naive = UTC)."""
-    now = _aware(now)
+@dataclass(frozen=True)
+class Schedule:
+    """What a unit's contacts tell, whatever the time now (the dashboard caches it per unit)."""
+    last_contact: float          # seconds since the epoch
+    cycles: int                  # contacts after folding the bursts, at most MAX_CONTACTS
+    period_s: float | None = None
+    tolerance_s: float | None = None
+    expected_next: float | None = None  # the first expected contact after the last one
+
+
+def schedule(contacts: Sequence[datetime]) -> Schedule | None:
+    """The unit's usual contact pattern from its contact times (any order; naive = UTC); None if none."""
     if not contacts:
-        return Liveness("never_seen", None, None, 0, None, None, None)
-    last_contact = max(_aware(c) for c in contacts)
-    starts = _cycles(contacts)
+        return None
+    times = sorted(map(_seconds, contacts))
+    starts = _cycles(times)
     if len(starts) < MIN_CONTACTS:
-        silent = now - last_contact > timedelta(hours=silent_hours)
-        return Liveness("silent" if silent else "on_schedule", last_contact, None, 0, None, None,
-                        hint if silent else None)
+        return Schedule(times[-1], len(starts))
     period, spread = _period(starts)
     if period <= 0:
-        return Liveness("on_schedule", last_contact, None, 0, None, None, None)
+        return Schedule(times[-1], len(starts))
     tolerance = min(max(MIN_TOLERANCE_S, 0.05 * period, 4 * spread), 0.4 * period)
-    slot = starts[-1] + timedelta(seconds=_phase_offset(starts, period))
-    expected = slot + timedelta(seconds=period)
-    while expected <= last_contact:  # a call answered late still counts for its slot
-        expected += timedelta(seconds=period)
-    overdue = (now - expected).total_seconds()
+    expected = starts[-1] + _phase_offset(starts, period) + period
+    while expected <= times[-1]:  # a call answered late still counts for its slot
+        expected += period
+    return Schedule(times[-1], len(starts), period, tolerance, expected)
+
+
+def state_at(sched: Schedule | None, now: datetime, silent_hours: float, hint: str | None = None) -> Liveness:
+    """The liveness at `now` of a unit with schedule `sched` (see the module's states)."""
+    if sched is None:
+        return Liveness("never_seen", None, None, 0, None, None, None)
+    at, last = _seconds(now), _time(sched.last_contact)
+    if sched.expected_next is None:
+        silent = at - sched.last_contact > silent_hours * 3600
+        return Liveness("silent" if silent else "on_schedule", last, None, 0, None, None, hint if silent else None)
+    period, tolerance, expected = sched.period_s, sched.tolerance_s, sched.expected_next
+    overdue = at - expected
     if overdue > period / 2:
         missed = int((overdue - period / 2) // period) + 1
-        return Liveness("missed", last_contact, expected, missed, period, tolerance, hint)
-    if overdue > tolerance:
-        return Liveness("late", last_contact, expected, 0, period, tolerance, hint)
-    return Liveness("on_schedule", last_contact, expected, 0, period, tolerance, None)
+        return Liveness("missed", last, _time(expected), missed, period, tolerance, hint)
+    state = "late" if overdue > tolerance else "on_schedule"
+    return Liveness(state, last, _time(expected), 0, period, tolerance, hint if state == "late" else None)
+
+
+def assess(contacts: Sequence[datetime], now: datetime, silent_hours: float, hint: str | None = None) -> Liveness:
+    """The unit's liveness at `now` from its recent contact times (any order; naive = UTC)."""
+    return state_at(schedule(contacts), now, silent_hours, hint)
 
 
 # The entry types of DATA-FORMATS.md's error-log import rules (the importer,
