@@ -53,7 +53,8 @@ def write_error_logs(db_path, now: datetime) -> None:
             row(now - timedelta(hours=30), "ERROR", None),
             row(now - timedelta(days=1, hours=1), "EXC", "uncaught"),
             row(now - timedelta(days=2, hours=1), "EXC", "uncaught"),
-            row(now - timedelta(days=5), "EXC", "uncaught")]  # a gap: not part of the run
+            row(now - timedelta(days=5), "EXC", "uncaught"),  # a gap: not part of the run
+            row((now - timedelta(days=3)).replace(hour=23, minute=59, second=59), "INFO", None)]  # late in an old day
     with sqlite3.connect(db_path) as conn:
         conn.executemany("INSERT INTO error_logs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.execute("INSERT INTO deploy_durations_tiered (unit_id, nickname, site, tier, status, start_ts, end_ts)"
@@ -98,6 +99,7 @@ def test_metrics_exact_values_for_a_crafted_tree(make_server, tmp_path):
     assert got[("co2unit_error_log_entries_24h", unit_labels(A, NICK_A, SITE_A, level="EXC"))] == 1
     assert got[("co2unit_error_log_entries_24h", unit_labels(A, NICK_A, SITE_A, level="WARN"))] == 1
     assert ("co2unit_error_log_entries_24h", unit_labels(A, NICK_A, SITE_A, level="ERROR")) not in got  # 30 h ago
+    assert ("co2unit_error_log_entries_24h", unit_labels(A, NICK_A, SITE_A, level="INFO")) not in got  # 3 days ago
     assert got[("co2unit_uncaught_exceptions_24h", a)] == 1
     assert got[("co2unit_uncaught_exception_days_running", a)] == 3
     assert got[("co2unit_uncaught_exceptions_24h", b)] == 0
@@ -163,3 +165,36 @@ def test_counters_restart_with_a_new_master_and_old_folders_go(make_server, tmp_
     assert ("co2server_http_requests_total", frozenset({"endpoint": "health", "status": "200"}.items())) not in got
     assert [f.name for f in (server.var_dir / "metrics").iterdir()] != [folders[0].name]
     assert not folders[0].exists()
+
+
+def insert_pings(db_path, hw_id: str, nickname: str, times: list[datetime]) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            (t.strftime("%Y-%m-%dT%H:%M:%S.%f"), t.strftime("%Y-%m-%d"), t.strftime("%H:%M:%S.%f"),
+             hw_id, nickname, 9, -90, 99) for t in times])
+
+
+def test_liveness_series_follow_the_dashboards_model(make_server):
+    """The enum of states, expected next contact and missed count: the dashboard's own liveness, unit by unit."""
+    server = make_server()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    last_call = (now - timedelta(days=4)).replace(hour=3, minute=15, second=0, microsecond=0)
+    insert_pings(server.db_path, A, "daily-1", [last_call - timedelta(days=d) for d in range(12)])  # then silence
+    insert_pings(server.db_path, B, "lab-1", [now - timedelta(minutes=30 * k) for k in range(1, 40)])
+    (server.data_dir / "co2unit-30aea4ab12cd" / "errors").mkdir(parents=True)  # a folder, never a ping
+    got = samples(server.request("GET", "/metrics").body)
+    board = {u["hw_id"]: u for u in server.request("GET", "/status/units.json").json()["units"]}
+    states = {dict(k[1])["state"] for k in got if k[0] == "co2unit_liveness_state"}
+    assert states == {"on_schedule", "late", "missed", "silent", "never_seen"}
+    assert board[A]["liveness_state"] == "missed" and board[A]["missed_contacts"] >= 2
+    assert board["co2unit-30aea4ab12cd"]["liveness_state"] == "never_seen"
+    for hw_id, unit in board.items():
+        labels = dict(hw_id=hw_id, nickname=unit["nickname"] or "", site=unit["site"] or "")
+        ones = {s for s in states if got[("co2unit_liveness_state", unit_labels(**labels, state=s))] == 1}
+        assert ones == {unit["liveness_state"]}, hw_id
+        if unit["expected_next_contact"]:
+            expected = datetime.fromisoformat(unit["expected_next_contact"].replace("Z", "+00:00")).timestamp()
+            assert abs(got[("co2unit_expected_next_contact_timestamp_seconds", unit_labels(**labels))] - expected) < 1
+        else:
+            assert ("co2unit_expected_next_contact_timestamp_seconds", unit_labels(**labels)) not in got
+        assert got[("co2unit_missed_contacts", unit_labels(**labels))] == unit["missed_contacts"]

@@ -42,14 +42,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PIPELINE_OK_FILE = "pipeline-last-ok"
 UNIT_LABELS = ["hw_id", "nickname", "site"]
 DB_BUSY_TIMEOUT_MS = 500
-UNCAUGHT_DAYS_LOOKBACK = 30
+UNCAUGHT_DAYS_LOOKBACK = 14  # days_running counts up to this many
 
+# One index range per unit (error_logs_unit_date): per day and level, the entries and uncaught
+# exceptions of the last 24 h (?2/?3: its start's date and time) and the uncaught of the whole day.
 _ERRORS_SQL = """
-SELECT level, count(*), sum(etype = 'uncaught') FROM error_logs
-WHERE unit_id = ? AND idate >= ? AND (idate > ? OR itime >= ?) GROUP BY level
-"""
-_UNCAUGHT_DAYS_SQL = """
-SELECT DISTINCT idate FROM error_logs WHERE unit_id = ? AND idate >= ? AND etype = 'uncaught' ORDER BY idate DESC
+SELECT idate, level, sum(idate > ?2 OR (idate = ?2 AND itime >= ?3)),
+       sum(etype = 'uncaught' AND (idate > ?2 OR (idate = ?2 AND itime >= ?3))),
+       sum(etype = 'uncaught')
+FROM error_logs WHERE unit_id = ?1 AND idate >= ?4 GROUP BY idate, level ORDER BY idate DESC
 """
 
 
@@ -102,14 +103,17 @@ class ErrorLogCounts:
         if self.conn is None or self.problem:
             return None
         since = self.now - timedelta(hours=24)
-        day, clock = since.strftime("%Y-%m-%d"), since.strftime("%H:%M:%S")
+        lookback = (self.now - timedelta(days=UNCAUGHT_DAYS_LOOKBACK)).strftime("%Y-%m-%d")
+        args = (hw_id, since.strftime("%Y-%m-%d"), since.strftime("%H:%M:%S"), lookback)
+        levels: dict[str, int] = {}
+        uncaught, dates = 0, []
         try:
-            levels, uncaught = {}, 0
-            for level, n, n_uncaught in self.conn.execute(_ERRORS_SQL, (hw_id, day, day, clock)):
-                levels[level or "-"] = levels.get(level or "-", 0) + n
-                uncaught += n_uncaught or 0
-            lookback = (self.now - timedelta(days=UNCAUGHT_DAYS_LOOKBACK)).strftime("%Y-%m-%d")
-            dates = [row[0] for row in self.conn.execute(_UNCAUGHT_DAYS_SQL, (hw_id, lookback))]
+            for day, level, recent, recent_uncaught, day_uncaught in self.conn.execute(_ERRORS_SQL, args):
+                if recent:
+                    levels[level or "-"] = levels.get(level or "-", 0) + recent
+                uncaught += recent_uncaught or 0
+                if day_uncaught and (not dates or dates[-1] != day):
+                    dates.append(day)
         except sqlite3.Error as exc:  # no error_logs table before the pipeline's first run
             self.problem = str(exc)
             return None
