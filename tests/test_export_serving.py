@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from firmware import assert_plain_answer
+from firmware import assert_plain_answer, wait_until
 
 SECRET = b"SECRET-OUTSIDE-THE-EXPORT"
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -164,6 +164,8 @@ def test_range_and_conditional_requests(server):
         assert reply.body == data[start:end], wanted
         assert reply.headers["content-range"] == f"bytes {start}-{end - 1}/{len(data)}"
         assert int(reply.headers["content-length"]) == end - start
+    head = server.request("HEAD", url)
+    assert (head.status, head.body, int(head.headers["content-length"])) == (200, b"", len(data))
     reply = server.request("GET", url, extra_headers={"Range": f"bytes={len(data)}-"})
     assert reply.status == 416 and reply.headers["content-range"] == f"bytes */{len(data)}"
     assert reply.json()["error"] == "RANGE_NOT_SATISFIABLE"
@@ -324,12 +326,15 @@ def https_get(front, path, headers=None, auth=True):
     conn = http.client.HTTPSConnection("127.0.0.1", front.people_port, context=front.tls.client_context(), timeout=60)
     headers = dict(headers or {})
     if auth:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(OPERATOR).encode()).decode()
+        headers["Authorization"] = https_get.auth
     conn.request("GET", path, headers=headers)
     reply = conn.getresponse()
     body = reply.read()
     conn.close()
     return reply.status, {k.lower(): v for k, v in reply.getheaders()}, body
+
+
+https_get.auth = "Basic " + base64.b64encode(":".join(OPERATOR).encode()).decode()
 
 
 def test_export_through_nginx_peoples_door_only(make_front):
@@ -349,6 +354,14 @@ def test_export_through_nginx_peoples_door_only(make_front):
     assert https_get(front, f"/data/export/{big_path}", auth=False)[0] == 401
     status, _, body = https_get(front, "/data/export/")
     assert status == 200 and set(page_rows(body)) == {p for p in files if p != "datapackage.json"}
+    # A client that reads slowly holds nginx, not uWSGI: uWSGI has sent (and logged) the whole
+    # 50 MB answer while the client has read 1 MB of it.
+    conn = http.client.HTTPSConnection("127.0.0.1", front.people_port, context=front.tls.client_context(), timeout=60)
+    conn.request("GET", f"/data/export/{big_path}", headers={"Authorization": https_get.auth})
+    slow = conn.getresponse()
+    assert slow.status == 200 and len(slow.read(1 << 20)) == 1 << 20
+    assert wait_until(lambda: f'"GET /data/export/{big_path} ' in front.log(), timeout=30), front.log()[-2000:]
+    conn.close()
     status, headers, body = https_get(front, f"/data/export/{big_path}")
     assert status == 200 and len(body) == size == int(headers["content-length"])
     assert hashlib.sha256(body).hexdigest() == digest and headers["content-type"] == CSV_TYPE

@@ -22,6 +22,8 @@ import pytest
 from test_plots import NOW, A, B, C, D, E, make_db, make_sample_db, run_many, run_module
 
 PUB_LINKS = {"/status/alive/summary", "/data/co2/summary", "/status/units", "/status/alive/recent"}
+# Pages the server makes itself that a rendered page may link to (tests/test_export_serving.py serves it).
+SERVER_LINKS = {"/data/export/"}
 
 
 class PageParser(HTMLParser):
@@ -117,12 +119,17 @@ def test_page_is_self_contained_and_links_resolve(pub, name):
     for src in page.images:
         assert "/" not in src and (pub / src).is_file(), src
     for href in page.links:
-        assert href in PUB_LINKS or ("/" not in href and (pub / href).is_file()), href
+        assert href in PUB_LINKS | SERVER_LINKS or ("/" not in href and (pub / href).is_file()), href
     assert set(PUB_LINKS) <= set(page.links)
 
 
 def test_pings_page_shows_its_plot(pub):
     assert parse(pub / "pings_summary.html").images == ["pings_all_tiered.svg"]
+
+
+def test_co2_page_links_the_research_dataset(pub):
+    assert "/data/export/" in parse(pub / "co2_summary.html").links
+    assert "/data/export/" not in parse(pub / "pings_summary.html").links
 
 
 def test_co2_page_shows_both_plots(pub):
