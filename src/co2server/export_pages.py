@@ -130,7 +130,7 @@ def _listed(resource) -> Listed:
                     _text(resource.get("format")), _int(resource.get("rows")), _int(resource.get("bytes")),
                     digest, None)
     try:
-        fd, st = _open_in_export(pub_parts(path), path)
+        fd, st = _open_in_export(pub_parts(path, url=False), path)
     except ApiError as exc:
         listed.problem = "missing on disk" if exc.code == "NOT_FOUND" else exc.message
         return listed

@@ -169,34 +169,37 @@ def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:
 
 
 # One segment of a path below a served folder (the export): letters, digits
-# and '._=+-' (hive partitions are 'site=<code>'), not starting with a dot.
-PUB_SEGMENT_RE = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]{0,199}")
+# and '._=+-~%' (hive partitions are 'site=<code>' with the code URL-quoted,
+# CSV names spell other characters '~XX'), not starting with a dot.
+PUB_SEGMENT_RE = re.compile(r"[A-Za-z0-9_=+~%-][A-Za-z0-9._=+~%-]{0,199}")
 PUB_DEPTH_MAX = 8
 
 
-def pub_parts(raw_rest: str) -> list[str]:
-    """The checked segments of the part of a raw URL path below a served folder.
+def pub_parts(rest: str, url: bool = True) -> list[str]:
+    """The checked segments of a path below a served folder.
 
-    Each segment is percent-decoded on its own (strict UTF-8), so an encoded
-    '/', '.', '\\' or NUL is seen for what it is and refused, like '..', an
-    empty segment (an absolute path: '//etc/passwd') or a hidden name.
+    url=True: the part of a raw URL path; each segment is percent-decoded on
+    its own (strict UTF-8) exactly once, so an encoded '/', '.', '\\' or NUL
+    is seen for what it is and refused, like '..', an empty segment (an
+    absolute path: '//etc/passwd') or a hidden name. url=False: a path as it
+    is on disk (datapackage.json's "path"), checked the same way, not decoded.
     """
     from urllib.parse import unquote
 
-    segments = raw_rest.split("/")
+    segments = rest.split("/")
     if len(segments) > PUB_DEPTH_MAX:
         raise ApiError(400, "BAD_PATH", f"paths here are at most {PUB_DEPTH_MAX} folders deep")
     parts = []
     for segment in segments:
         try:
-            name = unquote(segment, errors="strict")
+            name = unquote(segment, errors="strict") if url else segment
         except UnicodeDecodeError:
             name = "\ufffd"
         if not PUB_SEGMENT_RE.fullmatch(name):
             raise ApiError(
                 400, "BAD_PATH",
                 f"path segment {name[:80]!r} is not a plain file or folder name "
-                "(letters, digits, '.', '_', '=', '+', '-'; no leading dot, no '..', no empty segment)",
+                "(letters, digits, '.', '_', '=', '+', '~', '%', '-'; no leading dot, no '..', no empty segment)",
             )
         parts.append(name)
     return parts
