@@ -1,4 +1,4 @@
-"""Benchmark: the units dashboard with 500 units and a year of hourly pings.
+"""Benchmark: the units dashboard and /metrics with 500 units and a year of hourly pings.
 
     .venv/bin/python bench/bench_dashboard.py [--units 500] [--days 365] [--requests 20] [--rebuild]
 
@@ -6,7 +6,9 @@ Builds (once; cached in bench/out/dashboard/) a database with ~4.4 million
 ping rows generated in SQL, the matching remote_data/ folders (errors and
 readings files, some updates, some superseded folders), starts the real
 uWSGI from server.ini.example on a free loopback port and times
-GET /status/units and GET /status/units.json. Prints median and p95 against
+GET /status/units, GET /status/units.json and GET /metrics (whose per-unit
+error-log counts read an error_logs table of a year of daily entries per
+unit, added to a cached data set that lacks it). Prints median and p95 against
 the 200 ms target, measured in the same run.
 """
 
@@ -81,6 +83,29 @@ def build_database(db_path: Path, units: int, days: int, end: datetime) -> int:
     return rows
 
 
+def add_error_logs(db_path: Path, units: int, days: int, end: datetime) -> int:
+    """A daily error-log entry per unit for `days` (an uncaught exception every 7th day), if there are none yet."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        if conn.execute("SELECT count(*) FROM error_logs").fetchone()[0] == 0:
+            start = (end - timedelta(days=days)).strftime("%Y-%m-%d")
+            conn.execute(
+                """
+                WITH RECURSIVE d(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM d WHERE i < ?),
+                               u(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM u WHERE j < ?)
+                INSERT INTO error_logs
+                SELECT printf('co2unit-%012x', 53526633906176 + j), date(?, '+' || i || ' days'), '03:16:00',
+                       CASE WHEN (i + j) % 7 = 0 THEN 'uncaught' END, date(?, '+' || i || ' days'), '03:16:00',
+                       CASE WHEN (i + j) % 7 = 0 THEN 'EXC' ELSE 'INFO' END, 'entry', 'errors/errors-0000.txt', i
+                FROM d, u
+                """,
+                (days - 1, units - 1, start, start),
+            )
+        return conn.execute("SELECT count(*) FROM error_logs").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def build_remote_data(data_dir: Path, units: int) -> int:
     """Per unit: 3 error logs, 20 readings files, sometimes an update or a superseded folder."""
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -143,6 +168,7 @@ def main() -> None:
         print(f"built {rows:,} ping rows and {files:,} files in {time.perf_counter() - t0:.1f} s ({root})")
     else:
         print(f"using the data set built at {stamp.read_text()} in {root} (--rebuild to rebuild)")
+    print(f"{add_error_logs(db_path, args.units, args.days, end):,} error-log rows")
 
     server = UwsgiServer(root)
     (root / "uwsgi.log").unlink(missing_ok=True)
@@ -151,7 +177,7 @@ def main() -> None:
         timed(server.port, "/status/units.json", 2)  # warm both workers' caches
         print(f"{os.cpu_count()} CPUs; {args.requests} requests each, after 2 warm-up requests")
         print(f"{'URL':<22} {'median ms':>10} {'p95 ms':>8} {'target':>7} {'median/target':>14} {'body':>10}")
-        for path in ("/status/units", "/status/units.json"):
+        for path in ("/status/units", "/status/units.json", "/metrics"):
             times, size = timed(server.port, path, args.requests)
             median = statistics.median(times)
             verdict = "ok" if median < TARGET_MS else "SLOW"
@@ -183,6 +209,17 @@ def in_process(root: Path, count: int) -> None:
     print(f"build_dashboard in-process, {len(board.units)} units: first (cold caches) "
           f"{cold[0]:.1f} ms wall / {cold[1]:.1f} ms CPU; then median {statistics.median(walls):.1f} ms wall / "
           f"{statistics.median(cpus):.1f} ms CPU, p95 {p95(walls):.1f} ms wall")
+    from co2server.metrics import render
+
+    walls, cpus = [], []
+    for _ in range(count):
+        t0, c0 = time.perf_counter(), time.process_time()
+        body = render(config, None)
+        walls.append((time.perf_counter() - t0) * 1000)
+        cpus.append((time.process_time() - c0) * 1000)
+    metrics_cpu = statistics.median(cpus)
+    print(f"/metrics in-process (the dashboard, the error-log counts and the exposition), {len(body):,} bytes: "
+          f"median {statistics.median(walls):.1f} ms wall / {metrics_cpu:.1f} ms CPU, p95 {p95(walls):.1f} ms wall")
 
 
 if __name__ == "__main__":
