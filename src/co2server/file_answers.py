@@ -7,9 +7,10 @@ with the answer (also for HEAD, 304 and a client that hangs up).
 
 What a download client expects (RFC 9110): an ETag and Last-Modified from
 the file's size and mtime; If-None-Match / If-Modified-Since answer 304;
-Range: bytes=a-b answers 206 with Content-Range (one range; several, or a
-range past the end, answer 416); If-Range with a stale validator gets the
-whole file.
+Range: bytes=a-b answers 206 with Content-Range, a range past the end 416;
+several ranges, another unit or a malformed header are ignored (RFC 9110
+14.2: the whole file, 200); If-Range with a stale validator gets the whole
+file.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def _answer(fd: int, st: os.stat_result, content_type: str, headers: dict[str, s
         and is_resource_modified(environ, etag, last_modified=last_modified, ignore_if_range=False)
     ):
         wanted = parse_range_header(environ["HTTP_RANGE"])
-        span = wanted.range_for_length(size) if wanted is not None else None
-        if span is None:
+        one = wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1
+        span = wanted.range_for_length(size) if one else None
+        if one and span is None:
             os.close(fd)
             refused = error_response(ApiError(
                 416, "RANGE_NOT_SATISFIABLE",
@@ -89,8 +91,9 @@ def _answer(fd: int, st: os.stat_result, content_type: str, headers: dict[str, s
             ))
             refused.headers["Content-Range"] = f"bytes */{size}"
             return refused
-        start, length, status = span[0], span[1] - span[0], 206
-        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{size}"
+        if span is not None:
+            start, length, status = span[0], span[1] - span[0], 206
+            headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{size}"
     headers["Content-Length"] = str(length)
     return Response(FileBlocks(fd, start, length), status=status, headers=headers,
                     content_type=content_type, direct_passthrough=True)
