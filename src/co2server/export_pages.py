@@ -64,12 +64,14 @@ def _read_package() -> dict | None:
     try:
         if st.st_size > PACKAGE_MAX_BYTES:
             raise BrokenPackage(f"it has {st.st_size} bytes, more than the {PACKAGE_MAX_BYTES} this page reads")
-        data = b""
-        while len(data) < st.st_size + 1:
+        blocks, got = [], 0
+        while got <= PACKAGE_MAX_BYTES:
             block = os.read(fd, 1 << 20)
             if not block:
                 break
-            data += block
+            blocks.append(block)
+            got += len(block)
+        data = b"".join(blocks)
     except OSError as exc:
         raise BrokenPackage(f"reading it failed: {exc.strerror}") from exc
     finally:
