@@ -13,10 +13,10 @@ from urllib.parse import quote
 from test_export import HEADER, line
 from test_export_serving import page_rows
 
-from datagen import U1, U2, new_tree, run_make
+from datagen import U1, U2, U3, new_tree, run_make
 from firmware import assert_plain_answer
 
-SITES = {U1: "Col du Lautaret", U2: "Ås/fjell ../x 100%"}
+SITES = {U1: "Col du Lautaret", U2: "Ås/fjell ../x 100%", U3: "Å" * 40}  # U3: names of 245-249 bytes
 
 
 def test_files_of_sites_with_any_name_are_listed_as_on_disk_and_download(tmp_path, make_server):

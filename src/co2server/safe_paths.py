@@ -171,7 +171,7 @@ def update_path(config: Config, hw_id: str, relpath: str = "") -> Path:
 # One segment of a path below a served folder (the export): letters, digits
 # and '._=+-~%' (hive partitions are 'site=<code>' with the code URL-quoted,
 # CSV names spell other characters '~XX'), not starting with a dot.
-PUB_SEGMENT_RE = re.compile(r"[A-Za-z0-9_=+~%-][A-Za-z0-9._=+~%-]{0,199}")
+PUB_SEGMENT_RE = re.compile(r"[A-Za-z0-9_=+~%-][A-Za-z0-9._=+~%-]{0,254}")  # NAME_MAX
 PUB_DEPTH_MAX = 8
 
 
