@@ -230,27 +230,19 @@ def report(name: str, seconds: float, target: str, ok: bool, note: str = "") -> 
     return ok
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "bench/out/import")
-    parser.add_argument("--units", type=int, default=100)
-    parser.add_argument("--days", type=int, default=730)
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="measure the reference and the full import N times each, keep the best (less noise)",
-    )
-    args = parser.parse_args()
-    work = args.dir.resolve()
+def prepare_archive(folder: Path, units: int, days: int) -> tuple[Path, Path, Path, list[str]]:
+    """The archive in folder (generated once per parameters, reused after), its
+    data folder reset to the pristine copy, no database, no pub folder; prints
+    its size. Returns (data_dir, var_dir, db_file, make variables)."""
+    work = folder.resolve()
     data_dir, var_dir = work / "remote_data", work / "var"
-    params = {"units": args.units, "days": args.days, "version": 2}
+    params = {"units": units, "days": days, "version": 2}
     stamp = work / "archive.json"
     if not stamp.exists() or json.loads(stamp.read_text()) != params:
         shutil.rmtree(work, ignore_errors=True)
-        print(f"generating {args.units} units x {args.days} days in {work}", file=sys.stderr)
+        print(f"generating {units} units x {days} days in {work}", file=sys.stderr)
         t0 = time.perf_counter()
-        lines = generate(data_dir, var_dir / "pings", args.units, args.days)
+        lines = generate(data_dir, var_dir / "pings", units, days)
         print(f"  {lines} reading lines in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         shutil.copytree(data_dir, work / "pristine")  # appends go to a copy
         stamp.write_text(json.dumps(params))
@@ -272,9 +264,27 @@ def main() -> int:
     nbytes = sum(p.stat().st_size for p in data_dir.glob("*/data/readings/*.tsv"))
     nfiles = len(list(data_dir.glob("*/data/readings/*.tsv")))
     print(
-        f"archive: {args.units} units, {args.days} days, {nfiles} readings files,"
-        f" {nbytes / 1e6:.0f} MB; cores: {os.cpu_count()}"
+        f"archive: {units} units, {days} days, {nfiles} readings files, {nbytes / 1e6:.0f} MB; cores: {os.cpu_count()}"
     )
+
+    return data_dir, var_dir, db_file, vars_
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench/out/import")
+    parser.add_argument("--units", type=int, default=100)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure the reference and the full import N times each, keep the best (less noise)",
+    )
+    args = parser.parse_args()
+    data_dir, var_dir, db_file, vars_ = prepare_archive(args.dir, args.units, args.days)
+    pub = var_dir / "pub"
+    work = args.dir.resolve()
 
     ok = True
     ref, ref_cpu = min(reference_import(data_dir, work) for _ in range(args.repeat))

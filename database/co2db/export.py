@@ -32,7 +32,7 @@ from pathlib import Path
 from .cli import CommandError, run_command
 from .export_package import PACKAGE_FILE, build_package, file_hash, read_package, software_version, write_package
 from .export_rows import FLAG_LIST, SITE, TS, UNIT, Tally, export_rows, ts_text
-from .export_write import csv_path, group_rows, partition, write_csv, write_daily, write_parquet
+from .export_write import csv_key, csv_path, group_rows, partition, partition_key, write_csv, write_daily, write_parquet
 from .readonly import open_db_readonly, table_exists
 
 CODE_FILES = ("export.py", "export_rows.py", "export_write.py", "export_package.py", "deployments.py")
@@ -115,8 +115,8 @@ def build(staging: Path, conn: sqlite3.Connection, tally: Tally) -> tuple[list, 
     for unit, unit_rows in export_rows(conn, tally):
         rows.extend(unit_rows)
         print(f"export: {unit}: {len(unit_rows)} rows", file=sys.stderr)
-    files = write_csv(staging, group_rows(rows, csv_path))
-    files += write_parquet(staging, group_rows(rows, partition))
+    files = write_csv(staging, group_rows(rows, csv_key, csv_path))
+    files += write_parquet(staging, group_rows(rows, partition_key, partition))
     files += write_daily(staging, rows)
     units = sorted({r[UNIT] for r in rows if r[UNIT] is not None})
     sites = sorted({r[SITE] for r in rows if r[SITE] is not None})

@@ -148,7 +148,7 @@ def as_integer(value: object, column: str, tally: Tally) -> int | None:
 
 def co2_stats(values: list[int | None]) -> tuple[float | None, float | None, int | None, int | None]:
     """(mean rounded to 0.1, median, min, max) of the non-NULL values; all None when none."""
-    present = sorted(v for v in values if v is not None)
+    present = sorted(v for v in values if v is not None) if None in values else sorted(values)
     n = len(present)
     if not n:
         return None, None, None, None
@@ -161,31 +161,45 @@ def ts_text(seconds: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_RAW_NAMES = COLUMN_NAMES[CO2_FIRST + 10 : CO2_FIRST + 15]
+_CO2_NAMES = tuple(f"co2_{i:02d}" for i in range(1, 11))
+_EPOCH_DATETIME = datetime(1970, 1, 1)
+
+
 def unit_rows(layout: Layout, records: list[tuple], clock: Clock, tally: Tally) -> list[tuple]:
-    """The export rows of one unit's co2_readings records (any order)."""
-    prepared = []
-    for rec in records:
-        unit_id, nickname, day, time, temp, flash = rec[:6]
-        secs = clock.seconds(day, time)
-        co2 = [as_integer(v, f"co2_{i:02d}", tally) for i, v in enumerate(rec[6:16], 1)]
-        raw = [
-            as_number(v, name, tally)
-            for v, name in zip(rec[16:21], COLUMN_NAMES[CO2_FIRST + 10 : CO2_FIRST + 15], strict=True)
-        ]
-        prepared.append((secs, rec, as_number(temp, "temp", tally), as_integer(flash, "flash_count", tally), co2, raw))
-    timed = sorted({p[0] for p in prepared if p[0] is not None})
-    counts = Counter(p[0] for p in prepared if p[0] is not None)
+    """The export rows of one unit's co2_readings records (any order).
+
+    Hot loop (millions of rows): plain types are passed through without a call."""
+    seconds = [clock.seconds(rec[2], rec[3]) for rec in records]
+    counts = Counter(s for s in seconds if s is not None)
+    timed = sorted(counts)
     close = {b for a, b in zip(timed, timed[1:], strict=False) if b - a < CLOSE_PAIR_SECONDS}
+    limit_co2 = SENSOR_LIMIT_CO2
     rows = []
-    for secs, rec, temp, flash, co2, raw in prepared:
+    append = rows.append
+    for secs, rec in zip(seconds, records, strict=True):
         unit_id = rec[0]
+        temp = rec[4]
+        if temp is not None and type(temp) is not float:
+            temp = as_number(temp, "temp", tally)
+        flash = rec[5]
+        if flash is not None and type(flash) is not int:
+            flash = as_integer(flash, "flash_count", tally)
+        co2 = list(rec[6:16])
+        for i, v in enumerate(co2):
+            if v is not None and type(v) is not int:
+                co2[i] = as_integer(v, _CO2_NAMES[i], tally)
+        raw = list(rec[16:21])
+        for i, v in enumerate(raw):
+            if v is not None and type(v) is not float:
+                raw[i] = as_number(v, _RAW_NAMES[i], tally)
         flags = []
-        period = None
         if secs is None:
             flags.append("bad_time")
+            period = None
         else:
-            period = layout.period_at(unit_id, datetime(1970, 1, 1) + timedelta(seconds=secs))
-        if temp == SENSOR_LIMIT_TEMP or any(v in SENSOR_LIMIT_CO2 for v in co2 if v is not None):
+            period = layout.period_at(unit_id, _EPOCH_DATETIME + timedelta(seconds=secs))
+        if temp == SENSOR_LIMIT_TEMP or not limit_co2.isdisjoint(co2):
             flags.append("sensor_limit")
         if temp is None or None in co2:
             flags.append("missing")
@@ -195,11 +209,13 @@ def unit_rows(layout: Layout, records: list[tuple], clock: Clock, tally: Tally) 
             flags.append("close_pair")
         if period is None or period.status != "deployed":
             flags.append("not_deployed")
-        tally.flags.update(flags)
-        site, status, tier = (period.site, period.status, period.tier) if period else (None, None, None)
-        rows.append(
+        if period is None:
+            site = status = tier = None
+        else:
+            site, status, tier = period.site, period.status, period.tier
+        append(
             (
-                ts_text(secs) if secs is not None else None,
+                f"{rec[2]}T{rec[3]}Z" if secs is not None else None,
                 unit_id,
                 rec[1],
                 site,
@@ -210,12 +226,14 @@ def unit_rows(layout: Layout, records: list[tuple], clock: Clock, tally: Tally) 
                 *co2_stats(co2),
                 *co2,
                 *raw,
-                ";".join(flags) or None,
+                ";".join(flags) if flags else None,
                 rec[21],
                 rec[22],
                 secs,
             )
         )
+        if flags:
+            tally.flags.update(flags)
     tally.rows += len(rows)
     return rows
 
@@ -240,5 +258,5 @@ def export_rows(conn: sqlite3.Connection, tally: Tally) -> Iterator[tuple[str | 
     clock = Clock()
     for unit in unit_ids(conn):
         where = " WHERE unit_id IS NULL" if unit is None else " WHERE unit_id = ?"
-        records = conn.execute(SOURCE_SQL + where, () if unit is None else (unit,)).fetchall()
+        records = conn.execute(SOURCE_SQL + where + " ORDER BY date, time", () if unit is None else (unit,)).fetchall()
         yield unit, unit_rows(layout, records, clock, tally)

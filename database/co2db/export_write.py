@@ -11,6 +11,7 @@ import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,14 +79,14 @@ def csv_path(row: tuple) -> str:
     return f"csv/unit-{safe_name(row[UNIT] or 'none')}.csv"
 
 
-def sort_key(row: tuple) -> tuple:
-    """By ts, then unit, then where the line is (bad_time rows: by unit and source)."""
-    return (
-        row[EPOCH] if row[EPOCH] is not None else -1,
-        row[UNIT] or "",
-        row[SOURCE_FILE] or "",
-        row[SOURCE_LINE] or 0,
-    )
+def csv_key(row: tuple) -> tuple:
+    """What decides csv_path (cheap, for grouping millions of rows)."""
+    return (row[TS] is None, row[SITE], row[UNIT] if row[SITE] is None else None)
+
+
+# By ts, then unit, then where the line is. Within one file either every
+# row has a ts or none has (bad_time), so None never meets an integer.
+sort_key = itemgetter(EPOCH, UNIT, SOURCE_FILE, SOURCE_LINE)
 
 
 def partition(row: tuple) -> tuple[str, str]:
@@ -98,13 +99,20 @@ def partition(row: tuple) -> tuple[str, str]:
     )
 
 
-def group_rows(rows: list[tuple], key) -> dict[str, list[tuple]]:
+def partition_key(row: tuple) -> tuple:
+    return (row[SITE], row[TS][:4] if row[TS] is not None else None)
+
+
+def group_rows(rows: list[tuple], key, name) -> dict:
+    """Rows grouped by name(first row) over the cheap key(row), each group sorted."""
     grouped: dict = defaultdict(list)
     for row in rows:
         grouped[key(row)].append(row)
+    named = {}
     for part in grouped.values():
         part.sort(key=sort_key)
-    return grouped
+        named[name(part[0])] = part
+    return named
 
 
 def _describe_csv(path: str, rows: list[tuple]) -> str:
@@ -160,11 +168,10 @@ def _arrow_table(rows: list[tuple], columns, epoch_column: int | None, skip: int
 
     schema = arrow_schema(columns)
     sources = [i for i in range(len(columns) + (skip is not None)) if i != skip]
-    arrays = []
-    for source, field_ in zip(sources, schema, strict=True):
-        if epoch_column is not None and source == 0:
-            source = epoch_column
-        arrays.append(pa.array([row[source] for row in rows], type=field_.type))
+    if epoch_column is not None:
+        sources[0] = epoch_column
+    transposed = list(zip(*rows, strict=True)) if rows else [()] * (max(sources) + 1)
+    arrays = [pa.array(transposed[s], type=f.type) for s, f in zip(sources, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
