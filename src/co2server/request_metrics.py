@@ -93,9 +93,6 @@ class RequestCounter:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        # prometheus_client opens its per-process file in the folder named by
-        # this variable when a value is first made (it is read there, not at import).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
         self._value_class = MultiProcessValue()
         self._values: dict[tuple, object] = {}
         self._lock = threading.Lock()
@@ -107,6 +104,9 @@ class RequestCounter:
             with self._lock:
                 value = self._values.get(key)
                 if value is None:
+                    # prometheus_client opens this process's file in the folder this variable
+                    # names when a value of the class is first made (read there, not at import).
+                    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.folder)
                     value = self._values[key] = self._value_class(
                         "counter", name, name + "_total", labels, values, help_text)
         return value
