@@ -198,3 +198,19 @@ def test_liveness_series_follow_the_dashboards_model(make_server):
         else:
             assert ("co2unit_expected_next_contact_timestamp_seconds", unit_labels(**labels)) not in got
         assert got[("co2unit_missed_contacts", unit_labels(**labels))] == unit["missed_contacts"]
+
+
+def test_counts_of_a_worker_uwsgi_replaced_are_kept(make_server):
+    """A worker killed (harakiri, max-requests, a crash) is respawned by the master: its counts stay in the total."""
+    server = make_server()
+    for _ in range(30):
+        assert server.request("GET", "/healthz").status == 200
+    assert wait_until(lambda: server.log().count('"GET /healthz HTTP/1.0" 200') == 30)
+    answered = re.findall(r'"GET /healthz HTTP/1.0" 200 .* pid=(\d+) ', server.log())
+    busiest = max(set(answered), key=answered.count)  # the worker that answered most of them goes
+    before = server.worker_pids()
+    os.kill(int(busiest), 9)
+    assert wait_until(lambda: len(set(server.worker_pids()) - set(before)) == 1
+                      and server.log().count("WSGI app 0 (mountpoint='') ready") >= 3, timeout=20)
+    got = samples(server.request("GET", "/metrics").body)
+    assert got[("co2server_http_requests_total", frozenset({"endpoint": "health", "status": "200"}.items()))] == 30
