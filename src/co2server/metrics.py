@@ -44,13 +44,17 @@ UNIT_LABELS = ["hw_id", "nickname", "site"]
 DB_BUSY_TIMEOUT_MS = 500
 UNCAUGHT_DAYS_LOOKBACK = 14  # days_running counts up to this many
 
-# One index range per unit (error_logs_unit_date): per day and level, the entries and uncaught
-# exceptions of the last 24 h (?2/?3: its start's date and time) and the uncaught of the whole day.
+# Index ranges of error_logs_unit_date. Per day and level since yesterday (?2, the date 24 h ago):
+# the entries and uncaught exceptions of the last 24 h (?3: the time 24 h ago), the uncaught of the day.
 _ERRORS_SQL = """
-SELECT idate, level, sum(idate > ?2 OR (idate = ?2 AND itime >= ?3)),
-       sum(etype = 'uncaught' AND (idate > ?2 OR (idate = ?2 AND itime >= ?3))),
+SELECT idate, level, sum(idate > ?2 OR itime >= ?3), sum(etype = 'uncaught' AND (idate > ?2 OR itime >= ?3)),
        sum(etype = 'uncaught')
-FROM error_logs WHERE unit_id = ?1 AND idate >= ?4 GROUP BY idate, level ORDER BY idate DESC
+FROM error_logs WHERE unit_id = ?1 AND idate >= ?2 GROUP BY idate, level ORDER BY idate DESC
+"""
+# Only for a unit with an uncaught exception yesterday: the earlier days with one.
+_UNCAUGHT_DAYS_SQL = """
+SELECT DISTINCT idate FROM error_logs WHERE unit_id = ? AND idate >= ? AND idate < ? AND etype = 'uncaught'
+ORDER BY idate DESC
 """
 
 
@@ -103,17 +107,20 @@ class ErrorLogCounts:
         if self.conn is None or self.problem:
             return None
         since = self.now - timedelta(hours=24)
-        lookback = (self.now - timedelta(days=UNCAUGHT_DAYS_LOOKBACK)).strftime("%Y-%m-%d")
-        args = (hw_id, since.strftime("%Y-%m-%d"), since.strftime("%H:%M:%S"), lookback)
+        yesterday = since.strftime("%Y-%m-%d")
         levels: dict[str, int] = {}
         uncaught, dates = 0, []
         try:
-            for day, level, recent, recent_uncaught, day_uncaught in self.conn.execute(_ERRORS_SQL, args):
+            rows = self.conn.execute(_ERRORS_SQL, (hw_id, yesterday, since.strftime("%H:%M:%S")))
+            for day, level, recent, recent_uncaught, day_uncaught in rows:
                 if recent:
                     levels[level or "-"] = levels.get(level or "-", 0) + recent
                 uncaught += recent_uncaught or 0
                 if day_uncaught and (not dates or dates[-1] != day):
                     dates.append(day)
+            if dates and dates[-1] == yesterday:  # a run that may go further back
+                lookback = (self.now - timedelta(days=UNCAUGHT_DAYS_LOOKBACK)).strftime("%Y-%m-%d")
+                dates += [row[0] for row in self.conn.execute(_UNCAUGHT_DAYS_SQL, (hw_id, lookback, yesterday))]
         except sqlite3.Error as exc:  # no error_logs table before the pipeline's first run
             self.problem = str(exc)
             return None
