@@ -74,6 +74,7 @@ def test_metrics_exact_values_for_a_crafted_tree(make_server, tmp_path):
     # Refusals: a wrong key (404 of a missing path) and a bad offset.
     assert server.request("POST", f"/wrong-key/ou/{A}/alive").status == 404
     assert server.request("PUT", f"/{KEY}/ou/{A}/push-sequential/errors/errors-0001.txt?offset=x", b"x").status == 400
+    assert server.request("GET", f"/{KEY}/metrics").status == 404  # never under a unit's key
     now = datetime.now(UTC).replace(tzinfo=None)
     write_error_logs(server.db_path, now)
     ok_time = 1_700_000_000
@@ -127,14 +128,16 @@ def test_metrics_exact_values_for_a_crafted_tree(make_server, tmp_path):
                 for k, v in got.items() if k[0] == "co2server_http_requests_total"}
     chunks = (len(READINGS) + 4095) // 4096 + (len(ERRORS) + 4095) // 4096
     assert requests == {"home 200": 1, "aliveping 200": 2, "aliveping 404": 1, "updatesindex 404": 1,
-                        "pushsequential 200": chunks, "pushsequential 400": 1}
+                        "pushsequential 200": chunks, "pushsequential 400": 1, "unmatched 404": 1}
     refusals = {tuple(sorted(dict(k[1]).items())): v for k, v in got.items() if k[0] == "co2server_http_refusals_total"}
     assert refusals == {
         (("code", "NOT_FOUND"), ("endpoint", "aliveping"), ("status", "404")): 1,
         (("code", "NOT_FOUND"), ("endpoint", "updatesindex"), ("status", "404")): 1,
         (("code", "BAD_QUERY"), ("endpoint", "pushsequential"), ("status", "400")): 1,
+        (("code", "NOT_FOUND"), ("endpoint", "unmatched"), ("status", "404")): 1,
     }
     # The scrape itself is counted by the next one, under its endpoint name.
+    assert KEY not in server.log()
     again = samples(server.request("GET", "/metrics").body)
     assert again[("co2server_http_requests_total", frozenset({"endpoint": "metrics", "status": "200"}.items()))] == 1
 
