@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import tomllib
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import ROOT
 from firmware import UnitSim, wait_until
 
 A, B = "co2unit-30aea42a50bc", "co2unit-30aea42a5268"
@@ -120,7 +122,8 @@ def test_metrics_exact_values_for_a_crafted_tree(make_server, tmp_path):
     assert abs(server_value("co2server_disk_free_bytes", disk="data") - st.f_bavail * st.f_frsize) < 64 * 2**20
     assert server_value("co2server_disk_size_bytes", disk="var") == st.f_blocks * st.f_frsize
     assert 0 < server_value("co2server_disk_free_ratio", disk="data") <= 1
-    assert server_value("co2server_build_info", version="0.1.0", python=re.search(
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert server_value("co2server_build_info", version=version, python=re.search(
         r'python="([^"]+)"', reply.body.decode()).group(1), key_mode="shared") == 1
 
     # Requests by endpoint and status, refusals by code: exactly what was asked, never a path or a key.

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import sys
 import time
+import tomllib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -29,14 +30,24 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import db
-from .config import Config
+from .config import CHECKOUT, Config
 from .dashboard import build_dashboard, recent_pings
 from .errors import ApiError
 from .health import _disk
 from .liveness import STATES
 from .params import config
 
-VERSION = "0.1.0"  # pyproject.toml's
+
+def _version() -> str:
+    """The checkout's version, as pyproject.toml says."""
+    try:
+        with open(CHECKOUT / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+VERSION = _version()
 # The text format Prometheus 2 reads (generate_latest writes it for our names).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PIPELINE_OK_FILE = "pipeline-last-ok"
