@@ -32,7 +32,7 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def _disk(folder: Path, min_free_bytes: int) -> dict:
+def disk_space(folder: Path, min_free_bytes: int) -> dict:
     """Free and total bytes of the file system holding `folder` (what an unprivileged writer may use)."""
     try:
         st = os.statvfs(folder)
@@ -55,8 +55,8 @@ class Health(Resource):
             "data_dir_writable": _writable(cfg.data_dir),
             "var_dir_writable": _writable(cfg.var_dir),
             "database": db.check(cfg.db_path),
-            "data_disk": _disk(cfg.data_dir, min_free),
-            "var_disk": _disk(cfg.var_dir, min_free),
+            "data_disk": disk_space(cfg.data_dir, min_free),
+            "var_disk": disk_space(cfg.var_dir, min_free),
             "min_free_bytes": min_free,
         }
         healthy = (checks["data_dir_writable"] and checks["var_dir_writable"] and checks["database"] == "ok"

@@ -33,7 +33,7 @@ from . import db
 from .config import CHECKOUT, Config
 from .dashboard import build_dashboard, recent_pings
 from .errors import ApiError
-from .health import _disk
+from .health import disk_space
 from .liveness import STATES
 from .params import config
 
@@ -253,7 +253,7 @@ class UnitCollector:
         size = GaugeMetricFamily("co2server_disk_size_bytes", "Size of the disk in bytes", labels=["disk"])
         ratio = GaugeMetricFamily("co2server_disk_free_ratio", "Free share of the disk (0 to 1)", labels=["disk"])
         for disk, folder in (("data", cfg.data_dir), ("var", cfg.var_dir)):
-            found = _disk(folder, 0)
+            found = disk_space(folder, 0)
             if "free_bytes" in found:
                 free.add_metric([disk], found["free_bytes"])
                 size.add_metric([disk], found["total_bytes"])
