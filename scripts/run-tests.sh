@@ -6,8 +6,9 @@
 # - from Debian's packages: Chromium for the browser tests, strace for the
 #   tests that watch the server fsync before it answers, nginx and openssl
 #   for the tests of the production front (nginx-co2unit.conf.example, a
-#   self-signed certificate, scripts/operators.sh), prometheus and promtool
-#   for the tests of /metrics and the shipped alert rules: installed with apt-get
+#   self-signed certificate, scripts/operators.sh), prometheus, promtool and
+#   amtool for the tests of /metrics, the shipped alert rules and the example
+#   Alertmanager config: installed with apt-get
 #   when missing and we are root (always so in CI). Elsewhere those tests
 #   are reported as skipped, with how to install what they need.
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
@@ -42,6 +43,7 @@ ensure_packages() {
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   if [[ "${#missing[@]}" -eq 0 ]]; then
     return 0
   fi

@@ -23,9 +23,9 @@ def missing_tools() -> list[str]:
         missing.append("nginx (the tests of the production front, tests/front.py)")
     if shutil.which("openssl") is None:
         missing.append("openssl (the front's TLS certificate, scripts/operators.sh)")
-    for tool in ("prometheus", "promtool"):
+    for tool in ("prometheus", "promtool", "amtool"):
         if shutil.which(tool) is None:
-            missing.append(f"{tool} (tests/test_prometheus.py: the real Prometheus and the shipped alert rules)")
+            missing.append(f"{tool} (tests/test_prometheus.py: the real Prometheus, the alert rules, Alertmanager's config)")
     if os.environ.get("CO2_BROWSER_SKIP"):
         missing.append(f"the browser: CO2_BROWSER_SKIP={os.environ['CO2_BROWSER_SKIP']!r}")
     if not (os.environ.get("CO2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):

@@ -65,6 +65,21 @@ def test_the_example_config_is_valid():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_example_alertmanager_config_mails_each_alert_to_its_receiver():
+    """alertmanager-co2unit.yml.example is valid, and routes critical alerts to the admins, the rest to the field."""
+    example = str(ROOT / "alertmanager-co2unit.yml.example")
+    out = subprocess.run([tool("amtool"), "check-config", example], capture_output=True, text=True)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    alerts = re.findall(r"- alert: (\w+)\n.*?severity: (\w+)", RULES.read_text(), re.S)
+    assert len(alerts) == 10 and {s for _, s in alerts} == {"critical", "warning", "info"}
+    for alert, severity in alerts:
+        routed = subprocess.run([tool("amtool"), "config", "routes", "test", f"--config.file={example}",
+                                 f"alertname={alert}", f"severity={severity}", "hw_id=co2unit-30aea42a50bc"],
+                                capture_output=True, text=True)
+        expected = "server-admins" if severity == "critical" else "field-team"
+        assert routed.stdout.strip() == expected, (alert, severity, routed.stdout, routed.stderr)
+
+
 class Prometheus:
     def __init__(self, root: Path, target_port: int):
         self.port = free_port()
