@@ -40,9 +40,12 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
-def fingerprint(conn: sqlite3.Connection, version: str) -> str:
-    """What the export is made of, in a few cheap queries (no reading is read)."""
-    digest = hashlib.sha256(version.encode())
+def fingerprint(conn: sqlite3.Connection) -> str:
+    """What the export is made of, in a few cheap queries (no reading is read).
+
+    Not the software version: it names the git commit, which any commit of
+    the checkout changes; the export's own code is hashed instead."""
+    digest = hashlib.sha256()
     here = Path(__file__).parent
     for name in CODE_FILES:
         digest.update((here / name).read_bytes())
@@ -133,8 +136,7 @@ def export(db: Path, export_dir: Path) -> str:
     try:
         conn.execute("BEGIN")  # one snapshot of the database for the whole run
         old = read_package(export_dir)
-        version = software_version()
-        print_ = fingerprint(conn, version)
+        print_ = fingerprint(conn)
         if up_to_date(export_dir, old, print_):
             return f"nothing new, {len(old['resources'])} files kept"
         staging = export_dir.with_name(f".{export_dir.name}.staging")
@@ -147,6 +149,7 @@ def export(db: Path, export_dir: Path) -> str:
             epochs = [r[-1] for r in rows if r[TS] is not None]
             span = (ts_text(min(epochs)), ts_text(max(epochs))) if epochs else (None, None)
             created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            version = software_version()
             package = build_package(staging, files, stats, created, span, units, sites, print_, version)
             write_package(staging, package)
             os.chmod(staging, 0o755)
