@@ -45,6 +45,11 @@ REFUSALS = "co2server_http_refusals"
 _REQUESTS_HELP = "HTTP requests answered by the app, by Flask endpoint and status (all worker processes)"
 _REFUSALS_HELP = "Requests refused (4xx/5xx) by Flask endpoint, status and error code (all worker processes)"
 UNMATCHED = "unmatched"  # no URL rule matched (a 404 of routing)
+# prometheus_client maps each process's file and writes into it; a page of a
+# sparse file that the disk has no room for is a SIGBUS, the worker's death.
+# So the file is allocated for real before the first counter, at the size
+# prometheus_client starts with (64 KiB: some 400 endpoint/status pairs).
+PREALLOCATED_BYTES = 1 << 16
 
 
 def _process_start(pid: int) -> str:
@@ -63,6 +68,21 @@ def _alive(name: str) -> bool:
         return False
     pid = int(parts[1])
     return _process_start(pid) == parts[2] and parts[2] != ""
+
+
+def preallocate(folder: Path) -> None:
+    """This process's counter file, its blocks allocated (OSError, and no file, when the disk is full)."""
+    path = folder / f"counter_{os.getpid()}.db"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        if os.fstat(fd).st_size < PREALLOCATED_BYTES:
+            os.posix_fallocate(fd, 0, PREALLOCATED_BYTES)
+    except OSError:
+        if os.fstat(fd).st_size < PREALLOCATED_BYTES:
+            os.unlink(path)  # never leave a short file for prometheus_client to extend sparsely
+        raise
+    finally:
+        os.close(fd)
 
 
 def master_pid() -> int:
@@ -107,6 +127,8 @@ class RequestCounter:
                     # prometheus_client opens this process's file in the folder this variable
                     # names when a value of the class is first made (read there, not at import).
                     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.folder)
+                    if not self._values:
+                        preallocate(self.folder)
                     value = self._values[key] = self._value_class(
                         "counter", name, name + "_total", labels, values, help_text)
         return value
