@@ -33,7 +33,7 @@ def missing_tools() -> list[str]:
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright Python package (the browser tests)")
     if os.geteuid() != 0:
-        missing.append("root (tests/test_full_disk.py mounts a small tmpfs as the data disk)")
+        missing.append("root (tests/test_full_disk.py and tests/test_export_files.py mount a small tmpfs)")
     return missing
 
 
