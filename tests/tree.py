@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 # Bookkeeping the server may touch on any request: lock files, the logs
-# (uWSGI's, and nginx's below nginx/ when the front runs), SQLite.
+# (uWSGI's, and nginx's below nginx/ when the front runs), SQLite, and the
+# request counters of /metrics (var/metrics/, which count refusals too).
 IGNORED_PARTS = {"locks", "uwsgi.log", "nginx"}
+IGNORED_PREFIXES = (os.path.join("var", "metrics"),)
 
 
 def snapshot(root: Path) -> dict[str, bytes | str]:
@@ -17,7 +19,7 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
         rel_dir = os.path.relpath(dirpath, root)
         for name in dirnames + filenames:
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if IGNORED_PARTS & set(Path(rel).parts) or name.startswith("db.sqlite3"):
+            if IGNORED_PARTS & set(Path(rel).parts) or name.startswith("db.sqlite3") or rel.startswith(IGNORED_PREFIXES):
                 continue
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
