@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port
-from firmware import UnitSim, read_reply, wait_until
+from firmware import UnitSim, http_request, read_reply, wait_until
 
 RULES = ROOT / "prometheus-co2unit-rules.yml"
 RULES_TEST = ROOT / "tests" / "prometheus" / "co2unit-rules.test.yml"
@@ -80,17 +80,34 @@ def test_the_example_alertmanager_config_mails_each_alert_to_its_receiver():
         assert routed.stdout.strip() == expected, (alert, severity, routed.stdout, routed.stderr)
 
 
+def direct_config(target_port: int) -> str:
+    """Scrape uWSGI itself (plain HTTP, no login), every second, with the shipped rules."""
+    return ("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files:\n  - {RULES}\n"
+            "scrape_configs:\n  - job_name: co2unit-server\n    metrics_path: /metrics\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
+
+
+def example_config(people_port: int, password_file: Path, ca_file: Path) -> str:
+    """prometheus-co2unit.yml.example itself, pointed at the test's people's door, every second."""
+    text = (ROOT / "prometheus-co2unit.yml.example").read_text()
+    for old, new in [("scrape_interval: 1m", "scrape_interval: 1s"), ("evaluation_interval: 1m", "evaluation_interval: 1s"),
+                     ("scrape_timeout: 20s", "scrape_timeout: 1s"),
+                     ("/etc/prometheus/prometheus-co2unit-rules.yml", str(RULES)),
+                     ("/etc/prometheus/co2unit-password", str(password_file)),
+                     ('"co2.example.org:443"', f'"127.0.0.1:{people_port}"'),
+                     ("    scheme: https\n", f"    scheme: https\n    tls_config:\n      ca_file: {ca_file}\n")]:
+        assert old in text, f"prometheus-co2unit.yml.example no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 class Prometheus:
-    def __init__(self, root: Path, target_port: int):
+    def __init__(self, root: Path, config_text: str):
         self.port = free_port()
         self.root = root
         config = root / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            f"rule_files:\n  - {RULES}\n"
-            "scrape_configs:\n  - job_name: co2unit-server\n    metrics_path: /metrics\n"
-            f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-        )
+        config.write_text(config_text)
         self.log = open(root / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
@@ -130,6 +147,10 @@ class Prometheus:
         self.log.close()
 
 
+def http_request_status(port: int, path: str) -> int:
+    return http_request(port, "GET", path).status
+
+
 def counted_requests(log: str) -> tuple[int, set[int]]:
     """Requests other than the scrapes in uWSGI's log, and the worker pids that answered them."""
     lines = [m for m in REQUEST_LINE.finditer(log) if m.group(1) != "/metrics"]
@@ -154,7 +175,7 @@ def held_requests(port: int, count: int) -> list[int]:
 def test_real_prometheus_scrapes_both_worker_processes(make_server, tmp_path):
     server = make_server()
     assert server.workers == 2
-    prom = Prometheus(tmp_path, server.port)
+    prom = Prometheus(tmp_path, direct_config(server.port))
     try:
         assert wait_until(prom.ready, timeout=30), (tmp_path / "prometheus.log").read_text()[-2000:]
         # Three units run cycles side by side, on fresh connections each: both processes answer.
@@ -202,3 +223,23 @@ def test_real_prometheus_scrapes_both_worker_processes(make_server, tmp_path):
                                       for g in prom.api("rules")["groups"] for r in g["rules"]), timeout=30)
     finally:
         prom.stop()
+
+
+def test_prometheus_logs_in_at_the_peoples_door_as_the_readme_says(make_front, tmp_path):
+    """The example scrape job (HTTPS, basic auth) through the real nginx front: up, and the series are there."""
+    front = make_front()
+    front.add_operator("prometheus", "scrape-me-7f3a")
+    password = tmp_path / "co2unit-password"
+    password.write_text("scrape-me-7f3a\n")  # as typed into the file, newline and all
+    assert http_request_status(front.port, "/metrics") == 404  # never on the units' door
+    prom = Prometheus(tmp_path, example_config(front.people_port, password, front.tls.cert))
+    try:
+        assert wait_until(prom.ready, timeout=30), (tmp_path / "prometheus.log").read_text()[-2000:]
+        assert wait_until(lambda: prom.value('up{job="co2unit-server"}') == 1, timeout=30), prom.api("targets")
+        assert prom.value("co2server_database_up") == 1
+        # Each scrape is counted by the next one.
+        assert wait_until(lambda: (prom.value('co2server_http_requests_total{endpoint="metrics",status="200"}')
+                                   or 0) >= 1, timeout=30)
+    finally:
+        prom.stop()
+    assert "prometheus" in front.nginx_log("co2unit-people.log")  # logged in as its own operator
