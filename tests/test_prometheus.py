@@ -5,7 +5,10 @@
 - a Prometheus on a free loopback port scrapes the real uWSGI (2 processes,
   server.ini.example) every second while firmware-like clients run their
   cycles, and its HTTP API answers the series and the request counts summed
-  over both worker processes.
+  over both worker processes;
+- the same Prometheus with the example scrape job logs in at the real nginx
+  people's door (HTTPS, basic auth), as README "Monitoring with Prometheus" says;
+- amtool checks the example Alertmanager config and its routes.
 """
 
 from __future__ import annotations
