@@ -174,7 +174,7 @@ def write_units(root: Path) -> Config:
     db.prepare(config.db_path)
     in_db, in_log = [], []
     in_db += [ping(t, A, "a-daily") for t in daily(13)]                       # last 11-13 03:15
-    in_db += [ping(datetime(2026, 10, 1, 12, 0, tzinfo=UTC), A, "a-daily")]   # 6 weeks ago: out of the history
+    in_db += [ping(datetime(2026, 10, 1, 12, 0, tzinfo=UTC), A, "a-daily")]   # 6 weeks ago, off its slot: not in the period
     in_db += [ping(t, B, "b-daily-missed") for t in daily(10)]                # last 11-10 03:15
     half_hourly = every_30_min(datetime(2026, 11, 13, 0, 20, tzinfo=UTC), 31)  # 00:20 .. 15:20
     in_db += [ping(t, C, "c-30min") for t in half_hourly[:20]]
@@ -231,6 +231,25 @@ def test_the_same_units_the_next_day_at_noon(tmp_path):
                    E: ("silent", 0), F: ("never_seen", 0)}
     # Within a state the most overdue first: B since 11-11 03:15, C since 11-13 15:50; A a minute before D.
     assert [u.hw_id for u in board.units] == [B, C, A, D, E, F]
+
+
+def test_a_unit_silent_for_weeks_keeps_its_schedule_and_an_old_error_explains_nothing(tmp_path):
+    """A daily unit quiet for 20 days is 'missed' 20 times (not merely silent), and its newest
+    error entry, written long before its last call, gives no hint; a fresh one does."""
+    config = Config.from_environ({"CO2_DATA_DIR": str(tmp_path / "remote_data"), "CO2_VAR_DIR": str(tmp_path / "var")})
+    db.prepare(config.db_path)
+    insert_pings(config.db_path, [ping(t, A, "a") for t in daily(10)] + [ping(t, B, "b") for t in daily(10)])
+    last_call = T0 + 9 * DAY  # 2026-11-10 03:15
+    for unit, written in ((A, "2026-09-01 03:15:00"), (B, "2026-11-10 03:14:00")):
+        (config.data_dir / unit / "errors").mkdir(parents=True)
+        (config.data_dir / unit / "errors" / "errors-0000.txt").write_bytes(
+            f"----- {written} ERROR Uncaught exception\n".encode())
+    now = (last_call + 20 * DAY + 12 * timedelta(hours=1)).replace(tzinfo=None)
+    units = {u.hw_id: u.liveness for u in build_dashboard(config, now=now).units}
+    assert [(units[hw].state, units[hw].missed, units[hw].expected_next) for hw in (A, B)] == [
+        ("missed", 20, last_call + DAY)] * 2
+    assert units[A].hint is None
+    assert units[B].hint == "last cycle ended with an uncaught exception: 2026-11-10 03:14:00 ERROR Uncaught exception"
 
 
 def test_units_json_through_uwsgi(make_server, tmp_path):

@@ -28,9 +28,9 @@ SELECT unit_id FROM ids WHERE unit_id IS NOT NULL
 _LAST_PING_SQL = "SELECT ping_ts, nickname, rssi_dbm FROM pings WHERE unit_id = ? ORDER BY ping_ts DESC LIMIT 1"
 _COUNT_SINCE_SQL = "SELECT count(*) FROM pings WHERE unit_id = ? AND ping_ts >= ?"
 # The liveness model's history: read from the (unit_id, ping_ts) index alone
-# (a covering seek, no table rows), bounded in time and count.
-_RECENT_SQL = "SELECT ping_ts FROM pings WHERE unit_id = ? AND ping_ts >= ? ORDER BY ping_ts DESC LIMIT ?"
-HISTORY_DAYS = 14
+# (a covering seek, no table rows), bounded in count, not in time: a daily
+# unit silent for a month keeps its schedule and shows 30 missed calls.
+_RECENT_SQL = "SELECT ping_ts FROM pings WHERE unit_id = ? ORDER BY ping_ts DESC LIMIT ?"
 HISTORY_PINGS = 30  # liveness.MAX_CONTACTS: the cycles the model looks at
 
 
@@ -43,9 +43,9 @@ class DbPings:
     problems: list[str] = field(default_factory=list)
 
 
-def read_database(db_path: Path, since_iso: str, history_iso: str) -> DbPings:
+def read_database(db_path: Path, since_iso: str) -> DbPings:
     """Per unit (index seeks): the last ping, the 24-hour count (`since_iso` on) and
-    the last HISTORY_PINGS ping times from `history_iso` on; and the deployments table."""
+    its last HISTORY_PINGS ping times; and the deployments table."""
     out = DbPings()
     if not db_path.exists():
         out.problems.append("database not created yet")
@@ -67,7 +67,7 @@ def read_database(db_path: Path, since_iso: str, history_iso: str) -> DbPings:
                 row = conn.execute(_LAST_PING_SQL, (unit_id,)).fetchone()
                 if row:
                     out.last[unit_id] = (row[0], row[1], as_int(row[2]))
-                recent = [r[0] for r in conn.execute(_RECENT_SQL, (unit_id, history_iso, HISTORY_PINGS))]
+                recent = [r[0] for r in conn.execute(_RECENT_SQL, (unit_id, HISTORY_PINGS))]
                 out.recent[unit_id] = recent
                 if len(recent) < HISTORY_PINGS or recent[-1] < since_iso:
                     out.count_24h[unit_id] = sum(ts >= since_iso for ts in recent)  # all of the day is there

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .config import Config
-from .dash_db import HISTORY_DAYS, HISTORY_PINGS, apply_deployments, read_database
+from .dash_db import HISTORY_PINGS, apply_deployments, read_database
 from .dash_folders import FolderStats, read_update_fetches, scan_unit_folder, unit_folders
 from .dash_pings import PINGS_TAIL_BYTES, read_ping_repairs, recent_pings
 from .dash_text import ago_text, as_int, iso_seconds, iso_z, parse_iso, until_text, utc_now
@@ -130,11 +130,11 @@ def enrolled_units(config: Config, problems: list[str]) -> set[str]:
         return set()
 
 
-def contact_history(db_recent: list[str], tail_times: list[str], history_start: str) -> list[str]:
-    """The unit's last HISTORY_PINGS ping times since `history_start` (as written), newest first."""
+def contact_history(db_recent: list[str], tail_times: list[str]) -> list[str]:
+    """The unit's last HISTORY_PINGS ping times (as written), newest first."""
     if not tail_times:
         return db_recent
-    return sorted({*db_recent, *(t for t in tail_times if t >= history_start)}, reverse=True)[:HISTORY_PINGS]
+    return sorted({*db_recent, *tail_times}, reverse=True)[:HISTORY_PINGS]
 
 
 # Per process: a unit's schedule changes only when its history does, so it is
@@ -165,8 +165,7 @@ def build_dashboard(config: Config, now: datetime | None = None) -> Dashboard:
     """Every unit ever heard of or enrolled, the most urgent first (see `urgency`)."""
     now = now or utc_now()
     since = now - timedelta(hours=24)
-    history_start = (now - timedelta(days=HISTORY_DAYS)).strftime(_TS_FORMAT)
-    from_db = read_database(config.db_path, since.strftime(_TS_FORMAT), history_start)
+    from_db = read_database(config.db_path, since.strftime(_TS_FORMAT))
     tail = recent_pings(config.pings_dir, 10**9, PINGS_TAIL_BYTES)
 
     ids = set(from_db.last) | {p.unit_id for p in tail if config.hw_id_re.fullmatch(p.unit_id)}
@@ -206,9 +205,10 @@ def build_dashboard(config: Config, now: datetime | None = None) -> Dashboard:
         # Flagged from 95%: a unit at its quota has its chunks refused (quota.py).
         unit.quota_full = (unit.usage[0] >= QUOTA_WARN * config.unit_max_bytes
                            or unit.usage[1] >= QUOTA_WARN * config.unit_max_files)
-        history = contact_history(from_db.recent.get(unit.hw_id, []), tail_times.get(unit.hw_id, []), history_start)
+        history = contact_history(from_db.recent.get(unit.hw_id, []), tail_times.get(unit.hw_id, []))
         sched = unit_schedule(unit.hw_id, history, unit.last_ping)
-        unit.liveness = state_at(sched, now, config.silent_hours, error_hint(unit.newest_error_line))
+        hint = error_hint(unit.newest_error_line, sched)
+        unit.liveness = state_at(sched, now, config.silent_hours, hint)
 
     ordered = sorted(units.values(), key=lambda u: urgency(u, now))
     return Dashboard(now, config.silent_hours, ordered, from_db.problems)

@@ -107,7 +107,7 @@ def _period(starts: list[float]) -> tuple[float, float]:
     parts: list[float] = []
     for gap in gaps:
         k = max(1, round(gap / rough))
-        if abs(gap / k - rough) <= 0.25 * rough:
+        if abs(gap - k * rough) <= 0.25 * rough:  # a long silence must end near a slot
             total, periods = total + gap, periods + k
             parts += [gap / k] * k
     if not periods:
@@ -194,10 +194,34 @@ _HINT_TEXT = {
 }
 
 
-def error_hint(error_line: str | None) -> str | None:
-    """A short hint when the unit's newest error-log entry explains a miss, else None."""
+# The written date and time an error-log entry starts with (zero-padded or not).
+_ENTRY_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{2}):(\d{2})")
+
+
+def _entry_seconds(error_line: str) -> float | None:
+    """When the entry was written (seconds since the epoch), None if undated or 1970 (clock not set)."""
+    found = _ENTRY_TIME.match(error_line)
+    if found is None or found.group(1) == "1970":
+        return None
+    try:
+        return _seconds(datetime(*map(int, found.groups())))
+    except ValueError:
+        return None
+
+
+def error_hint(error_line: str | None, sched: Schedule | None = None) -> str | None:
+    """A short hint when the unit's newest error-log entry explains a miss, else None.
+
+    An entry written more than two periods (two days without a schedule)
+    before the unit's last contact explains nothing about a miss since: no
+    hint then. Undated entries and 1970 ones (the unit's clock not set) count.
+    """
     if not error_line:
         return None
+    written = _entry_seconds(error_line)
+    if written is not None and sched is not None:
+        if written < sched.last_contact - 2 * (sched.period_s or 86400.0):
+            return None
     for etype, pattern in reversed(_TYPES):
         if pattern.search(error_line):
             return f"{_HINT_TEXT[etype]}: {error_line}" if etype in _HINT_TEXT else None
