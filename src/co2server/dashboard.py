@@ -8,7 +8,7 @@ Sources, cheapest first, and why:
   (dash_pings.py, over the tail reads of dash_files.py);
 - the database (read-only) answers per-unit aggregates through the
   (unit_id, ping_ts) index: the last ping, the pings of the last 24 hours and
-  the last 30 ping times of the last 14 days (the liveness model's history)
+  the last 30 ping times, however old (the liveness model's history)
   are index seeks, never a scan of a year of rows (dash_db.py);
 - remote_data/ gives file counts and sizes (os.scandir, no reads), and the
   last line of a unit's newest readings and error files (a tail read;
