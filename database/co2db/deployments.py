@@ -206,6 +206,29 @@ class Layout:
                 return period
         return None
 
+    def periods_at(self, unit_id: str, micros) -> tuple[list[Period], object]:
+        """period_at for many times at once: `micros` are the times as integer
+        microseconds since 1970-01-01 (UTC), a numpy int64 array. Returns
+        (the unit's periods, a numpy array with, per time, the index of its
+        period in that list or -1 for none). The same rule as period_at: of
+        the periods containing a time, the last in start order (sorted
+        stably, so among equal starts the later row of the file) wins."""
+        import numpy as np
+
+        found = np.full(len(micros), -1, dtype=np.int64)
+        timeline = self._timelines.get(unit_id)
+        if timeline is None:
+            return [], found
+        _, periods = timeline
+        for i, period in enumerate(periods):  # later ones overwrite: the last containing period wins
+            inside = np.ones(len(micros), dtype=bool)
+            if period.start is not None:
+                inside &= micros >= _micros(period.start)
+            if period.end is not None:
+                inside &= micros < _micros(period.end)
+            found[inside] = i
+        return periods, found
+
     def locate(self, unit_id: str, when: datetime) -> tuple[str, str]:
         """(group key, status) of a unit's data point at time when."""
         period = self.governing_period(unit_id, when)
@@ -219,6 +242,15 @@ class Layout:
             self.groups.values(),
             key=lambda g: (g.tier is None, -(g.tier or 0), natural_key(g.label), g.key),
         )
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _micros(when: datetime) -> int:
+    """A naive UTC datetime as integer microseconds since 1970-01-01."""
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def natural_key(text: str) -> list:

@@ -2,20 +2,24 @@
 deployment period and its quality flags, exactly as DATA-FORMATS.md ("The
 research dataset (export)") fixes them.
 
-No file is written here (export_write.py does that): this module reads the
-database and yields rows as tuples in the order of COLUMNS.
+No file is written here (export_write.py does that) and no SQL (export_read.py
+reads a unit's records): this module computes, per unit, the table of COLUMNS
+(plus EPOCH_COLUMN, the seconds of ts) with pyarrow and numpy, column by
+column, never row by row.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .deployments import Layout, build_layout, load_periods
+from .export_read import CO2_NAMES, RAW_REALS, Tally, read_unit, unit_ids
 from .readonly import table_exists
 
 # (name, type, unit, description). Types are Table Schema types; the Parquet
@@ -44,14 +48,8 @@ COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
     ("source_line", "integer", None, "1-based line number in source_file"),
 )
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
-# A row tuple holds COLUMNS, then the epoch seconds of ts (None when bad_time).
-EPOCH = len(COLUMNS)
-TS, UNIT, NICK, SITE, STATUS, TIER, TEMP = range(7)
-CO2_MEAN = COLUMN_NAMES.index("co2_mean_ppm")
-CO2_FIRST = COLUMN_NAMES.index("co2_01_ppm")
-FLAGS = COLUMN_NAMES.index("qc_flags")
-SOURCE_FILE = COLUMN_NAMES.index("source_file")
-SOURCE_LINE = COLUMN_NAMES.index("source_line")
+# The computed tables hold COLUMNS, then this one: the epoch seconds of ts (null when bad_time).
+EPOCH_COLUMN = "_epoch"
 
 # The flags in their order, with what they mean.
 FLAG_LIST: tuple[tuple[str, str], ...] = (
@@ -63,54 +61,20 @@ FLAG_LIST: tuple[tuple[str, str], ...] = (
     ("not_deployed", "status is not deployed (en route, lab check, or in no period)"),
 )
 SENSOR_LIMIT_TEMP = 85.0
-SENSOR_LIMIT_CO2 = frozenset({0, 200010})
+SENSOR_LIMIT_CO2 = (0, 200010)
 CLOSE_PAIR_SECONDS = 120
 
 _DATE = re.compile(r"\d{4}-\d\d-\d\d")
 _TIME = re.compile(r"(\d\d):(\d\d):(\d\d)")
 _EPOCH_DAY = date(1970, 1, 1)
-
-SOURCE_SQL = (
-    "SELECT unit_id, nickname, date, time, temp, flash_count,"
-    " co2_01, co2_02, co2_03, co2_04, co2_05, co2_06, co2_07, co2_08, co2_09, co2_10,"
-    " co2_output_filtered, led_normalized_filtered, led_signal_filtered, zero_point,"
-    " sensor_temp_filtered, source_file, line_no FROM co2_readings"
-)
+_TYPES = {"datetime": pa.string(), "string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
+TABLE_SCHEMA = pa.schema([(name, _TYPES[kind]) for name, kind, _, _ in COLUMNS] + [(EPOCH_COLUMN, pa.int64())])
+# qc_flags text of every combination of the six flags (bit i: FLAG_LIST[i]).
+_FLAG_TEXTS = pa.array([";".join(n for i, (n, _) in enumerate(FLAG_LIST) if code >> i & 1) for code in range(64)])
 
 
-@dataclass
-class Tally:
-    """What the row computation met: rows, flags, values it could not use."""
-
-    rows: int = 0
-    flags: Counter = field(default_factory=Counter)
-    unusable: Counter = field(default_factory=Counter)  # column -> values taken as empty
-
-
-class Clock:
-    """Validates date and time text and turns it into epoch seconds (cached)."""
-
-    def __init__(self) -> None:
-        self._days: dict[str, int | None] = {}
-        self._times: dict[str, int | None] = {}
-
-    def seconds(self, day: object, time: object) -> int | None:
-        """Epoch seconds of a YYYY-MM-DD date and HH:MM:SS time; None when either is not valid."""
-        if not isinstance(day, str) or not isinstance(time, str):
-            return None
-        d = self._days.get(day, -1)
-        if d == -1:
-            d = self._days[day] = _day_seconds(day)
-        t = self._times.get(time, -1)
-        if t == -1:
-            t = self._times[time] = _time_seconds(time)
-        if d is None or t is None:
-            return None
-        return d + t
-
-
-def _day_seconds(text: str) -> int | None:
-    if not _DATE.fullmatch(text):
+def _day_seconds(text: str | None) -> int | None:
+    if text is None or not _DATE.fullmatch(text):
         return None
     try:
         return (date.fromisoformat(text) - _EPOCH_DAY).days * 86400
@@ -118,8 +82,8 @@ def _day_seconds(text: str) -> int | None:
         return None
 
 
-def _time_seconds(text: str) -> int | None:
-    m = _TIME.fullmatch(text)
+def _time_seconds(text: str | None) -> int | None:
+    m = _TIME.fullmatch(text) if text is not None else None
     if not m:
         return None
     h, mi, s = (int(g) for g in m.groups())
@@ -128,135 +92,140 @@ def _time_seconds(text: str) -> int | None:
     return h * 3600 + mi * 60 + s
 
 
-def as_number(value: object, column: str, tally: Tally) -> float | None:
-    if value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    tally.unusable[column] += 1  # text SQLite could not make a number of
-    return None
-
-
-def as_integer(value: object, column: str, tally: Tally) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    tally.unusable[column] += 1  # text, or a fraction in an integer column
-    return None
-
-
-def co2_stats(values: list[int | None]) -> tuple[float | None, float | None, int | None, int | None]:
-    """(mean rounded to 0.1, median, min, max) of the non-NULL values; all None when none."""
-    present = sorted(v for v in values if v is not None) if None in values else sorted(values)
-    n = len(present)
-    if not n:
-        return None, None, None, None
-    mid = n // 2
-    median = float(present[mid]) if n % 2 else (present[mid - 1] + present[mid]) / 2
-    return round(sum(present) / n, 1), median, present[0], present[-1]
+def _seconds_of(column: pa.Array, parse, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, valid) per value of a date or time column: each distinct text parsed once."""
+    encoded = pc.dictionary_encode(column)
+    texts = encoded.dictionary.to_pylist()
+    parsed = [cache[t] if t in cache else cache.setdefault(t, parse(t)) for t in texts] + [None]
+    values = np.array([0 if p is None else p for p in parsed], dtype=np.int64)
+    valid = np.array([p is not None for p in parsed], dtype=bool)
+    index = pc.fill_null(encoded.indices, len(texts)).to_numpy().astype(np.int64)
+    return values[index], valid[index]
 
 
 def ts_text(seconds: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_RAW_NAMES = COLUMN_NAMES[CO2_FIRST + 10 : CO2_FIRST + 15]
-_CO2_NAMES = tuple(f"co2_{i:02d}" for i in range(1, 11))
-_EPOCH_DATETIME = datetime(1970, 1, 1)
+def _floats(column) -> np.ndarray:
+    """A numeric arrow column as float64 numpy, NaN for null."""
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def unit_rows(layout: Layout, records: list[tuple], clock: Clock, tally: Tally) -> list[tuple]:
-    """The export rows of one unit's co2_readings records (any order).
-
-    Hot loop (millions of rows): plain types are passed through without a call."""
-    seconds = [clock.seconds(rec[2], rec[3]) for rec in records]
-    counts = Counter(s for s in seconds if s is not None)
-    timed = sorted(counts)
-    close = {b for a, b in zip(timed, timed[1:], strict=False) if b - a < CLOSE_PAIR_SECONDS}
-    limit_co2 = SENSOR_LIMIT_CO2
-    rows = []
-    append = rows.append
-    for secs, rec in zip(seconds, records, strict=True):
-        unit_id = rec[0]
-        temp = rec[4]
-        if temp is not None and type(temp) is not float:
-            temp = as_number(temp, "temp", tally)
-        flash = rec[5]
-        if flash is not None and type(flash) is not int:
-            flash = as_integer(flash, "flash_count", tally)
-        co2 = list(rec[6:16])
-        for i, v in enumerate(co2):
-            if v is not None and type(v) is not int:
-                co2[i] = as_integer(v, _CO2_NAMES[i], tally)
-        raw = list(rec[16:21])
-        for i, v in enumerate(raw):
-            if v is not None and type(v) is not float:
-                raw[i] = as_number(v, _RAW_NAMES[i], tally)
-        flags = []
-        if secs is None:
-            flags.append("bad_time")
-            period = None
-        else:
-            period = layout.period_at(unit_id, _EPOCH_DATETIME + timedelta(seconds=secs))
-        if temp == SENSOR_LIMIT_TEMP or not limit_co2.isdisjoint(co2):
-            flags.append("sensor_limit")
-        if temp is None or None in co2:
-            flags.append("missing")
-        if secs is not None and counts[secs] > 1:
-            flags.append("repeat_time")
-        if secs in close:
-            flags.append("close_pair")
-        if period is None or period.status != "deployed":
-            flags.append("not_deployed")
-        if period is None:
-            site = status = tier = None
-        else:
-            site, status, tier = period.site, period.status, period.tier
-        append(
-            (
-                f"{rec[2]}T{rec[3]}Z" if secs is not None else None,
-                unit_id,
-                rec[1],
-                site,
-                status,
-                tier,
-                temp,
-                flash,
-                *co2_stats(co2),
-                *co2,
-                *raw,
-                ";".join(flags) if flags else None,
-                rec[21],
-                rec[22],
-                secs,
-            )
-        )
-        if flags:
-            tally.flags.update(flags)
-    tally.rows += len(rows)
-    return rows
+def _masked(values: np.ndarray, empty: np.ndarray, kind) -> pa.Array:
+    return pa.array(values.astype(kind.to_pandas_dtype()), type=kind, mask=empty)
 
 
-def unit_ids(conn: sqlite3.Connection) -> list[str | None]:
-    """The units of co2_readings, seeking the (unit_id, date, time) index."""
-    found = []
-    row = conn.execute("SELECT min(unit_id) FROM co2_readings").fetchone()
-    while row is not None and row[0] is not None:
-        found.append(row[0])
-        row = conn.execute("SELECT min(unit_id) FROM co2_readings WHERE unit_id > ?", (row[0],)).fetchone()
-    if conn.execute("SELECT 1 FROM co2_readings WHERE unit_id IS NULL LIMIT 1").fetchone():
-        found.append(None)
-    return found
+def co2_columns(ten: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Mean (rounded to 0.1), median, min and max of each row's non-NaN values
+    of the ten (an n x 10 float array); null when all ten are NaN. The
+    median of an even count is the mean of the two middle values; the mean is
+    Python's round(sum / count, 1) of each distinct (sum, count)."""
+    present = ~np.isnan(ten)
+    count = present.sum(axis=1)
+    empty = count == 0
+    ordered = np.sort(ten, axis=1)  # NaN last
+    rows = np.arange(len(ten))
+    last = np.maximum(count - 1, 0)
+    mid = count // 2
+    upper = ordered[rows, np.minimum(mid, 9)]
+    lower = ordered[rows, np.maximum(mid - 1, 0)]
+    median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
+    total = np.where(present, ten, 0.0).sum(axis=1)  # integers: exact
+    key = total.astype(np.int64) * 16 + count
+    distinct, inverse = np.unique(key, return_inverse=True)
+    means = np.array([round((k >> 4) / (k & 15), 1) if k & 15 else 0.0 for k in distinct.tolist()], dtype=np.float64)
+    return (
+        _masked(means[inverse.reshape(-1)], empty, pa.float64()),
+        _masked(median, empty, pa.float64()),
+        _masked(np.where(empty, 0, ordered[:, 0]), empty, pa.int64()),
+        _masked(np.where(empty, 0, ordered[rows, last]), empty, pa.int64()),
+    )
 
 
-def export_rows(conn: sqlite3.Connection, tally: Tally) -> Iterator[tuple[str | None, list[tuple]]]:
-    """(unit_id, its rows) for every unit of co2_readings; tally counts them."""
-    if not table_exists(conn, "co2_readings"):
-        return
-    layout = build_layout(load_periods(conn))
-    clock = Clock()
-    for unit in unit_ids(conn):
-        where = " WHERE unit_id IS NULL" if unit is None else " WHERE unit_id = ?"
-        records = conn.execute(SOURCE_SQL + where + " ORDER BY date, time", () if unit is None else (unit,)).fetchall()
-        yield unit, unit_rows(layout, records, clock, tally)
+def _repeat_close(epoch: np.ndarray, timed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """repeat_time and close_pair of one unit's rows (only timed rows can have them)."""
+    repeat = np.zeros(len(epoch), dtype=bool)
+    close = np.zeros(len(epoch), dtype=bool)
+    where = np.flatnonzero(timed)
+    if not len(where):
+        return repeat, close
+    order = where[np.argsort(epoch[where], kind="stable")]
+    ordered = epoch[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts) - 1
+    distinct = ordered[starts]
+    repeat[order] = np.bincount(group)[group] > 1
+    close[order] = np.r_[False, np.diff(distinct) < CLOSE_PAIR_SECONDS][group]
+    return repeat, close
+
+
+def unit_table(layout: Layout, unit: str | None, raw: pa.Table, cache: dict, tally: Tally) -> pa.Table:
+    """The export rows (TABLE_SCHEMA) of one unit's raw records (export_read.RAW_SCHEMA)."""
+    n = raw.num_rows
+    day, day_ok = _seconds_of(raw.column("date").combine_chunks(), _day_seconds, cache.setdefault("d", {}))
+    tod, tod_ok = _seconds_of(raw.column("time").combine_chunks(), _time_seconds, cache.setdefault("t", {}))
+    timed = day_ok & tod_ok
+    epoch = day + tod
+    ts = pc.binary_join_element_wise(raw.column("date"), "T", raw.column("time"), "Z", "")
+    ts = pc.if_else(pa.array(timed), ts, pa.scalar(None, pa.string()))
+    periods, index = layout.periods_at(unit, np.where(timed, epoch, 0) * 1_000_000) if unit is not None else ([], None)
+    index = np.where(timed, index, -1) if index is not None else np.full(n, -1)
+    pick = np.where(index < 0, len(periods), index)
+    site = pa.array([p.site for p in periods] + [None], pa.string()).take(pick)
+    status = pa.array([p.status for p in periods] + [None], pa.string()).take(pick)
+    tier = pa.array([p.tier for p in periods] + [None], pa.int64()).take(pick)
+    deployed = np.array([p.status == "deployed" for p in periods] + [False])[pick]
+    temp = _floats(raw.column("temp"))
+    ten = np.column_stack([_floats(raw.column(name)) for name in CO2_NAMES]) if n else np.zeros((0, 10))
+    repeat, close = _repeat_close(epoch, timed)
+    bits = (
+        ~timed,
+        (temp == SENSOR_LIMIT_TEMP) | np.isin(ten, SENSOR_LIMIT_CO2).any(axis=1),
+        np.isnan(temp) | np.isnan(ten).any(axis=1),
+        repeat,
+        close,
+        ~deployed,
+    )
+    code = np.zeros(n, dtype=np.int8)
+    for i, ((name, _), bit) in enumerate(zip(FLAG_LIST, bits, strict=True)):
+        code |= bit.astype(np.int8) << i
+        tally.flags[name] += int(bit.sum())
+    flags = pa.DictionaryArray.from_arrays(pa.array(code, mask=code == 0), _FLAG_TEXTS).dictionary_decode()
+    tally.rows += n
+    columns = [
+        ts,
+        raw.column("unit_id"),
+        raw.column("nickname"),
+        site,
+        status,
+        tier,
+        raw.column("temp"),
+        raw.column("flash_count"),
+        *co2_columns(ten),
+        *(raw.column(name) for name in CO2_NAMES),
+        *(raw.column(name) for name in RAW_REALS),
+        flags,
+        raw.column("source_file"),
+        raw.column("line_no"),
+        pa.array(epoch, mask=~timed),
+    ]
+    return pa.Table.from_arrays(
+        [pa.chunked_array([c]) if isinstance(c, pa.Array) else c for c in columns], schema=TABLE_SCHEMA
+    )
+
+
+def unit_layout(conn: sqlite3.Connection) -> Layout:
+    """The deployment layout the rows are attributed with."""
+    return build_layout(load_periods(conn))
+
+
+def export_unit(conn: sqlite3.Connection, layout: Layout, unit: str | None, cache: dict) -> tuple[pa.Table, Tally]:
+    """One unit's export rows (TABLE_SCHEMA) and what computing them met."""
+    tally = Tally()
+    return unit_table(layout, unit, read_unit(conn, unit, tally), cache, tally), tally
+
+
+def export_units(conn: sqlite3.Connection) -> list[str | None]:
+    """The units to export: those of co2_readings (none when there is no such table)."""
+    return unit_ids(conn) if table_exists(conn, "co2_readings") else []

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import defaultdict
 from dataclasses import dataclass
-from operator import itemgetter
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from .export_rows import (
-    CO2_MEAN,
-    COLUMNS,
-    EPOCH,
-    FLAGS,
-    SITE,
-    SOURCE_FILE,
-    SOURCE_LINE,
-    STATUS,
-    TEMP,
-    TIER,
-    TS,
-    UNIT,
-)
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .export_rows import COLUMN_NAMES, COLUMNS, EPOCH_COLUMN
 
 # The partition value of rows without a site (readings in no period, or in a
 # period without a site) and without a year (bad_time): Hive's own name for a
 # null partition, which pyarrow and DuckDB read back as null.
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 BAD_TIME_CSV = "csv/bad_time.csv"
+_EPOCH_DATE = date(1970, 1, 1)
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
 
 # Columns of the daily summaries: (name, type, unit, description).
@@ -70,79 +63,138 @@ def safe_name(text: str) -> str:
     return "".join(ch if _SAFE.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode()) for ch in text)
 
 
-def csv_path(row: tuple) -> str:
+def csv_path(bad_time: bool, site: str | None, unit: str | None) -> str:
     """Which CSV file a row belongs in."""
-    if row[TS] is None:
+    if bad_time:
         return BAD_TIME_CSV
-    if row[SITE] is not None:
-        return f"csv/site-{safe_name(row[SITE])}.csv"
-    return f"csv/unit-{safe_name(row[UNIT] or 'none')}.csv"
+    if site is not None:
+        return f"csv/site-{safe_name(site)}.csv"
+    return f"csv/unit-{safe_name(unit or 'none')}.csv"
 
 
-def csv_key(row: tuple) -> tuple:
-    """What decides csv_path (cheap, for grouping millions of rows)."""
-    return (row[TS] is None, row[SITE], row[UNIT] if row[SITE] is None else None)
-
-
-# By ts, then unit, then where the line is. Within one file either every
-# row has a ts or none has (bad_time), so None never meets an integer.
-sort_key = itemgetter(EPOCH, UNIT, SOURCE_FILE, SOURCE_LINE)
-
-
-def partition(row: tuple) -> tuple[str, str]:
+def partition(site: str | None, year: str | None) -> tuple[str, str]:
     """(site=..., year=...) folder names of a row's Parquet partition."""
-    site = row[SITE]
-    year = row[TS][:4] if row[TS] is not None else None
     return (
         "site=" + (quote(site, safe="") if site is not None else NULL_PARTITION),
         "year=" + (year if year is not None else NULL_PARTITION),
     )
 
 
-def partition_key(row: tuple) -> tuple:
-    return (row[SITE], row[TS][:4] if row[TS] is not None else None)
+def _codes(column) -> tuple[np.ndarray, list]:
+    """Per value, its rank among the column's distinct values in sorted order
+    (null: -1); and those values sorted."""
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    values = encoded.dictionary.to_pylist()
+    order = sorted(range(len(values)), key=values.__getitem__)
+    rank = np.empty(len(values) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    rank[-1] = -1
+    return rank[pc.fill_null(encoded.indices, len(values)).to_numpy().astype(np.int64)], [values[i] for i in order]
 
 
-def group_rows(rows: list[tuple], key, name) -> dict:
-    """Rows grouped by name(first row) over the cheap key(row), each group sorted."""
-    grouped: dict = defaultdict(list)
-    for row in rows:
-        grouped[key(row)].append(row)
+def base_order(table: pa.Table) -> np.ndarray:
+    """Row indices by ts, then unit, then where the line is (the order within every file)."""
+    epoch = pc.fill_null(table.column(EPOCH_COLUMN), 0).to_numpy()
+    unit, _ = _codes(table.column("unit_id"))
+    source, _ = _codes(table.column("source_file"))
+    line = pc.fill_null(table.column("source_line"), 0).to_numpy()
+    return np.lexsort((line, source, unit, epoch))
+
+
+def _groups(base: np.ndarray, keys: list[np.ndarray]):
+    """(first row index, row indices) of each group of equal keys, the groups in
+    key order, each group's rows in base order."""
+    code = np.zeros(len(base), dtype=np.int64)
+    for key in keys:  # codes >= -2: mixed into one integer, in key order
+        code = code * (int(key.max(initial=0)) + 3) + (key + 2)
+    order = base[np.argsort(code[base], kind="stable")]
+    if not len(order):
+        return
+    ordered = code[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    for begin, end in zip(starts, [*starts[1:], len(order)], strict=True):
+        yield order[begin], order[begin:end]
+
+
+def csv_groups(table: pa.Table, base: np.ndarray) -> dict[str, np.ndarray]:
+    """CSV path -> the row indices of its rows, sorted."""
+    bad = table.column(EPOCH_COLUMN).is_null().to_numpy(zero_copy_only=False)
+    site, _ = _codes(table.column("site"))
+    unit, _ = _codes(table.column("unit_id"))
+    keys = [bad.astype(np.int64), np.where(bad, -2, site), np.where(bad | (site >= 0), -2, unit)]
     named = {}
-    for part in grouped.values():
-        part.sort(key=sort_key)
-        named[name(part[0])] = part
+    for first, rows in _groups(base, keys):
+        row = table.slice(first, 1).to_pylist()[0]
+        named[csv_path(bool(bad[first]), row["site"], row["unit_id"])] = rows
     return named
 
 
-def _describe_csv(path: str, rows: list[tuple]) -> str:
+def partition_groups(table: pa.Table, base: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """(site=..., year=...) -> the row indices of its rows, sorted."""
+    site, _ = _codes(table.column("site"))
+    epoch = table.column(EPOCH_COLUMN)
+    year = pc.fill_null(pc.year(pc.cast(epoch, pa.timestamp("s"))), -1).to_numpy().astype(np.int64)
+    named = {}
+    for first, rows in _groups(base, [site, year]):
+        row = table.slice(first, 1).to_pylist()[0]
+        named[partition(row["site"], row["ts"][:4] if row["ts"] is not None else None)] = rows
+    return named
+
+
+def _describe_csv(path: str, first: dict) -> str:
     if path == BAD_TIME_CSV:
         return "readings whose date or time is not valid (flag bad_time), of every unit"
-    first = rows[0]
-    if first[SITE] is not None:
-        return f"readings of every unit that stood at site {first[SITE]}, by ts then unit"
-    return f"readings of unit {first[UNIT]} in no deployment period (or one without a site), by ts"
+    if first["site"] is not None:
+        return f"readings of every unit that stood at site {first['site']}, by ts then unit"
+    return f"readings of unit {first['unit_id']} in no deployment period (or one without a site), by ts"
 
 
-def write_csv(folder: Path, grouped: dict[str, list[tuple]]) -> list[Written]:
-    """One CSV per file key: UTF-8, header, comma, RFC 4180 quoting, \\n."""
+def _number_text(column) -> pa.Array:
+    """Numbers as Python's csv module writes them (repr), each distinct value formatted once."""
+    encoded = pc.dictionary_encode(column)
+    texts = pa.array([repr(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    return pa.DictionaryArray.from_arrays(encoded.indices, texts).dictionary_decode()
+
+
+def csv_text_table(table: pa.Table) -> pa.Table:
+    """The table as the CSV files write it: COLUMNS only, numbers formatted."""
+    columns = []
+    for name, kind, _, _ in COLUMNS:
+        column = table.column(name).combine_chunks()
+        columns.append(_number_text(column) if kind == "number" else column)
+    return pa.table(columns, names=list(COLUMN_NAMES))
+
+
+_HEADER = (",".join(COLUMN_NAMES) + "\n").encode()
+
+
+def _write_csv_file(out: Path, header: bytes, table: pa.Table) -> None:
+    """UTF-8, header, comma, RFC 4180 quoting (only fields that need it, when
+    none needs it; else every text field), \n line ends; NULL is empty."""
+    with open(out, "wb") as f:
+        f.write(header)
+        for style in ("none", "needed"):
+            try:
+                pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style=style))
+                return
+            except pa.ArrowInvalid:
+                f.seek(len(header))
+                f.truncate()
+
+
+def write_csv(folder: Path, table: pa.Table, base: np.ndarray) -> list[Written]:
+    """One CSV per file of csv_groups."""
     written = []
-    names = [c[0] for c in COLUMNS]
-    width = len(COLUMNS)
-    for path, rows in sorted(grouped.items()):
+    for path, rows in sorted(csv_groups(table, base).items()):
         out = folder / path
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(names)
-            writer.writerows(row[:width] for row in rows)
-        written.append(Written(path, "csv", len(rows), _describe_csv(path, rows), "readings"))
+        _write_csv_file(out, _HEADER, csv_text_table(table.take(rows)))
+        first = table.slice(int(rows[0]), 1).to_pylist()[0]
+        written.append(Written(path, "csv", len(rows), _describe_csv(path, first), "readings"))
     return written
 
 
-def arrow_schema(columns=COLUMNS):
-    import pyarrow as pa
-
+def arrow_schema(columns=COLUMNS) -> pa.Schema:
     types = {
         "datetime": pa.timestamp("s", tz="UTC"),
         "date": pa.date32(),
@@ -160,83 +212,90 @@ def arrow_schema(columns=COLUMNS):
 # The readings' Parquet files leave out `site`: its folder name gives it
 # (readers add it from there, and refuse a file column of the same name).
 PARQUET_COLUMNS = tuple(c for c in COLUMNS if c[0] != "site")
+_PARQUET_SCHEMA = arrow_schema(PARQUET_COLUMNS)
 
 
-def _arrow_table(rows: list[tuple], columns, epoch_column: int | None, skip: int | None = None):
-    """A pyarrow table of the rows; column 0 from epoch_column when given; column skip left out."""
-    import pyarrow as pa
-
-    schema = arrow_schema(columns)
-    sources = [i for i in range(len(columns) + (skip is not None)) if i != skip]
-    if epoch_column is not None:
-        sources[0] = epoch_column
-    transposed = list(zip(*rows, strict=True)) if rows else [()] * (max(sources) + 1)
-    arrays = [pa.array(transposed[s], type=f.type) for s, f in zip(sources, schema, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=schema)
+def parquet_table(table: pa.Table) -> pa.Table:
+    """The table as the Parquet files hold it: ts a UTC timestamp, no site."""
+    columns = []
+    for field in _PARQUET_SCHEMA:
+        if field.name == "ts":
+            columns.append(pc.cast(table.column(EPOCH_COLUMN), pa.int64()).cast(field.type))
+        else:
+            columns.append(table.column(field.name))
+    return pa.Table.from_arrays(columns, schema=_PARQUET_SCHEMA)
 
 
-def write_parquet(folder: Path, grouped: dict[tuple[str, str], list[tuple]]) -> list[Written]:
+def write_parquet(folder: Path, table: pa.Table, base: np.ndarray) -> list[Written]:
     """One part file per site and year, hive-style folders."""
-    import pyarrow.parquet as pq
-
     written = []
-    for (site_dir, year_dir), rows in sorted(grouped.items()):
+    for (site_dir, year_dir), rows in sorted(partition_groups(table, base).items()):
         path = f"parquet/{site_dir}/{year_dir}/part-0.parquet"
         out = folder / path
         out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_arrow_table(rows, PARQUET_COLUMNS, EPOCH, SITE), out, compression="zstd")
+        pq.write_table(parquet_table(table.take(rows)), out, compression="zstd")
         site, year = site_dir.split("=", 1)[1], year_dir.split("=", 1)[1]
         description = f"readings of site {site}, year {year} ({NULL_PARTITION}: none)"
         written.append(Written(path, "parquet", len(rows), description, "readings"))
     return written
 
 
-def daily_rows(rows: list[tuple]) -> list[tuple]:
+def daily_rows(table: pa.Table) -> list[tuple]:
     """Per unit, UTC day and period (site, status, tier): counts, and CO2 and
-    temperature statistics over the unflagged readings. bad_time rows have no day."""
-    days: dict[tuple, list] = {}
-    for row in rows:
-        if row[TS] is None:
-            continue
-        key = (row[TS][:10], row[UNIT], row[SITE], row[STATUS], row[TIER])
-        acc = days.get(key)
-        if acc is None:
-            acc = days[key] = [0, 0, [], []]
-        acc[0] += 1
-        if row[FLAGS] is not None:
-            acc[1] += 1
-            continue
-        if row[CO2_MEAN] is not None:
-            acc[2].append(row[CO2_MEAN])
-        if row[TEMP] is not None:
-            acc[3].append(row[TEMP])
+    temperature statistics over the unflagged readings. bad_time rows have no
+    day. Of one unit's table (export_rows.unit_table); write_daily sorts."""
+    timed = table.filter(pc.is_valid(table.column(EPOCH_COLUMN)))
+    unflagged = pc.is_null(timed.column("qc_flags"))
+    null = pa.scalar(None, pa.float64())
+    grouping = pa.table(
+        {
+            "day": pa.array(timed.column(EPOCH_COLUMN).to_numpy() // 86400),  # floor: UTC days
+            "unit_id": timed.column("unit_id"),
+            "site": timed.column("site"),
+            "status": timed.column("status"),
+            "tier": timed.column("tier"),
+            "flagged": pc.cast(pc.invert(unflagged), pa.int64()),
+            "co2": pc.if_else(unflagged, timed.column("co2_mean_ppm"), null),
+            "temp": pc.if_else(unflagged, timed.column("temp_c"), null),
+        }
+    )
+    keys = ["day", "unit_id", "site", "status", "tier"]
+    summed = grouping.group_by(keys, use_threads=False).aggregate(
+        [
+            ("flagged", "count", pc.CountOptions("all")),
+            ("flagged", "sum"),
+            *((c, agg) for c in ("co2", "temp") for agg in ("sum", "count", "min", "max")),
+        ]
+    )
     out = []
-    for key in sorted(days, key=lambda k: (k[0], k[1] or "", k[2] or "", k[3] or "")):
-        n, flagged, co2, temp = days[key]
-        out.append((*key, n, flagged, *_stats(co2, 1), *_stats(temp, 3)))
+    for r in summed.to_pylist():
+        day = (_EPOCH_DATE + timedelta(days=r["day"])).isoformat()
+        co2 = _stats(r["co2_sum"], r["co2_count"], r["co2_min"], r["co2_max"], 1)
+        temp = _stats(r["temp_sum"], r["temp_count"], r["temp_min"], r["temp_max"], 3)
+        out.append((day, *(r[k] for k in keys[1:]), r["flagged_count"], r["flagged_sum"], *co2, *temp))
     return out
 
 
-def _stats(values: list[float], digits: int) -> tuple:
-    if not values:
+def _stats(total: float | None, count: int, low: float | None, high: float | None, digits: int) -> tuple:
+    if not count:
         return None, None, None
-    return round(sum(values) / len(values), digits), min(values), max(values)
+    return round(total / count, digits), low, high
 
 
-def write_daily(folder: Path, rows: list[tuple]) -> list[Written]:
-    """daily/daily.csv and daily/daily.parquet, the same rows."""
+def write_daily(folder: Path, summaries: list[tuple]) -> list[Written]:
+    """daily/daily.csv and daily/daily.parquet, the same rows: daily_rows of every unit."""
     import datetime as dt
 
-    import pyarrow.parquet as pq
-
-    summaries = daily_rows(rows)
+    summaries = sorted(summaries, key=lambda k: (k[0], k[1] or "", k[2] or "", k[3] or "", k[4] is not None, k[4] or 0))
     (folder / "daily").mkdir(parents=True, exist_ok=True)
     with open(folder / "daily/daily.csv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow([c[0] for c in DAILY_COLUMNS])
         writer.writerows(summaries)
-    typed = [(dt.date.fromisoformat(r[0]), *r[1:]) for r in summaries]
-    pq.write_table(_arrow_table(typed, DAILY_COLUMNS, None), folder / "daily/daily.parquet", compression="zstd")
+    typed = list(zip(*[(dt.date.fromisoformat(r[0]), *r[1:]) for r in summaries], strict=True))
+    schema = arrow_schema(DAILY_COLUMNS)
+    arrays = [pa.array(typed[i] if typed else [], type=f.type) for i, f in enumerate(schema)]
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / "daily/daily.parquet", compression="zstd")
     text = "daily summaries per unit, UTC day and deployment period"
     return [
         Written("daily/daily.csv", "csv", len(summaries), text, "daily"),
