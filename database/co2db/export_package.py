@@ -15,9 +15,10 @@ import re
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .export_rows import COLUMNS, FLAG_LIST
-from .export_write import DAILY_COLUMNS, NULL_PARTITION, PARQUET_COLUMNS, Written
+if TYPE_CHECKING:  # the column lists load pyarrow: imported where used, not for a run with nothing new
+    from .export_write import Written
 
 PACKAGE_FILE = "datapackage.json"
 MEDIATYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -76,6 +77,9 @@ def resource_name(path: str, used: set[str]) -> str:
 
 
 def resource(written: Written, folder: Path, used: set[str], stats: dict[str, tuple[int, str]]) -> dict:
+    from .export_rows import COLUMNS
+    from .export_write import DAILY_COLUMNS, PARQUET_COLUMNS
+
     size, digest = stats.get(written.path) or file_hash(folder / written.path)
     res = {
         "name": resource_name(written.path, used),
@@ -114,6 +118,9 @@ def build_package(
     version: str,
 ) -> dict:
     """The package for the files written into folder (stats: known sizes and hashes)."""
+    from .export_rows import FLAG_LIST
+    from .export_write import NULL_PARTITION
+
     used: set[str] = set()
     return {
         "profile": "data-package",
