@@ -703,22 +703,20 @@ def main() -> int:
         fresh = iter(range(args.units, args.units + 8 * slots, slots))  # chunk units: fresh folders each run
 
         def mode_round(server, label, spy_on):
-            warm = drive("pings", server, args.warmup, args.procs, args.conns, units)
-            if spy_on:
-                spy.start(server, "pings", args.seconds)
-            p = drive("pings", server, args.seconds, args.procs, args.conns, units)
-            spy.stop()
-            show(f"alive pings{label}", p)
+            def measured(kind, title, who):
+                warm = drive("pings", server, args.warmup, args.procs, args.conns, who)
+                if spy_on:
+                    spy.start(server, kind, args.seconds)
+                r = drive(kind, server, args.seconds, args.procs, args.conns, who)
+                spy.stop()
+                show(f"{title}{label}", r)
+                return warm["ok"], r
+
+            warm, p = measured("pings", "alive pings", units)
             first = next(fresh)
-            uploaders = hw_ids(first + slots)[first:]
             # As in the field, a unit pings before it uploads (its first sight is not in the window).
-            seen = drive("pings", server, args.warmup, args.procs, args.conns, uploaders)
-            if spy_on:
-                spy.start(server, "chunks", args.seconds)
-            c = drive("chunks", server, args.seconds, args.procs, args.conns, uploaders)
-            spy.stop()
-            show(f"4 KiB upload chunks{label}", c)
-            return warm["ok"] + seen["ok"] + p["ok"], p, c
+            seen, c = measured("chunks", "4 KiB upload chunks", hw_ids(first + slots)[first:])
+            return warm + seen + p["ok"], p, c
 
         open_1 = mode_round(real, "", True)
         keyed_1 = mode_round(keyed, ", per-unit keys", False)

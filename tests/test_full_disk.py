@@ -7,6 +7,7 @@ not run).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -28,18 +29,24 @@ def require_root() -> None:
         pytest.skip("mounting a small tmpfs as the data disk needs root (CI runs these as root)")
 
 
+@contextlib.contextmanager
+def tmpfs_at(folder, size: int):
+    """`folder` (made here) as a tmpfs of `size` bytes while the block runs; needs root (require_root)."""
+    require_root()
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
 @pytest.fixture
 def small_data_disk(tmp_path):
     """<tmp_path>/remote_data as a 256 KiB tmpfs; unmounted afterwards (after the server stopped)."""
-    require_root()
-    data = tmp_path / "remote_data"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0755", "tmpfs", str(data)], check=True)
-    try:
+    with tmpfs_at(tmp_path / "remote_data", DISK_BYTES) as data:
         yield data
-    finally:
-        if subprocess.run(["umount", str(data)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(data)], check=True)
 
 
 def fill(folder) -> None:

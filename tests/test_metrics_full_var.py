@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 
 import pytest
-from test_full_disk import fill, require_root
+from test_full_disk import fill, tmpfs_at
 
 VAR_BYTES = 2 * 2**20
 
 
 @pytest.fixture
 def small_var_disk(tmp_path):
-    require_root()
-    var = tmp_path / "var"
-    var.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={VAR_BYTES},mode=0755", "tmpfs", str(var)], check=True)
-    try:
+    with tmpfs_at(tmp_path / "var", VAR_BYTES) as var:
         yield var
-    finally:
-        if subprocess.run(["umount", str(var)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(var)], check=True)
 
 
 def held_requests(port: int, count: int, path: str) -> list[bytes]:
