@@ -44,4 +44,4 @@ def test_pipeline_schema_is_idempotent_over_a_server_database():
     conn.executescript(PIPELINE_SCHEMA.read_text())
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     # The pipeline's own: bookkeeping, and derived data rebuilt by the importer.
-    assert tables == {*SHARED_TABLES, "import_state", "co2_daily", "derived_state"}
+    assert tables == {*SHARED_TABLES, "import_state", "co2_daily", "derived_state", "co2_readings_edits"}

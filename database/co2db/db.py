@@ -21,6 +21,7 @@ READINGS_INDEXES = ("co2_readings_unit_date", "co2_readings_source")
 # What `python -m co2db reset` empties: everything the pipeline imports except
 # pings, which the server inserts live too.
 RESET_TABLES = (
+    "co2_readings_edits",  # first: the deletes below then count nothing; a new generation is drawn
     "co2_readings",
     "co2_daily",
     "error_logs",

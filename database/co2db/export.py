@@ -3,18 +3,25 @@
 datapackage.json.
 
 Incremental, and never half-written:
-- a fingerprint of what the export is made of (the readings importer's
-  import_state rows, the deployments table, the row count and last rowid of
-  co2_readings, this code) is kept in datapackage.json; when it has not
-  changed, the run ends there (nothing is read or written);
-- otherwise the whole export is built in a staging folder beside EXPORT_DIR
-  (.<name>.staging); every file whose bytes equal the previous export's is
-  replaced there by a hard link to it (it keeps its bytes and mtime); then
-  the staging folder and EXPORT_DIR are swapped in one atomic
-  rename(RENAME_EXCHANGE) (two renames where the kernel lacks it) and the old
-  one removed. A run that fails before the swap leaves EXPORT_DIR as it was:
-  files and datapackage.json always agree. EXPORT_DIR is a real folder, never
-  a symlink (refused: the server does not follow them).
+- datapackage.json keeps what the export was made of: a hash of this code
+  and of the deployments table (`co2db:base`), and the readings' version
+  (`co2db:readings`: the database's generation, its count of edits to
+  co2_readings, the row count and the last rowid; schema.sql's
+  co2_readings_edits). When nothing of it changed, the run ends there
+  (nothing is read or written);
+- when only rows were added (same base, generation and edits), the run
+  appends (export_append.py): it reads the added rows only and rewrites only
+  the files and partitions they fall in;
+- otherwise the whole export is built afresh (export_build.py); every file
+  whose bytes equal the previous export's is then replaced by a hard link
+  to it (it keeps its bytes and mtime);
+- either way the files are written into a staging folder beside EXPORT_DIR
+  (.<name>.staging), unchanged files hard-linked into it, and the staging
+  folder and EXPORT_DIR swapped in one atomic rename(RENAME_EXCHANGE) (two
+  renames where the kernel lacks it) and the old one removed. A run that
+  fails before the swap leaves EXPORT_DIR as it was: files and
+  datapackage.json always agree. EXPORT_DIR is a real folder, never a
+  symlink (refused: the server does not follow them).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .readonly import open_db_readonly, table_exists
 
 CODE_FILES = (
     "export.py",
+    "export_append.py",
     "export_build.py",
     "export_read.py",
     "export_rows.py",
@@ -46,26 +54,43 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
-def fingerprint(conn: sqlite3.Connection) -> str:
-    """What the export is made of, in a few cheap queries (no reading is read).
+def readings_version(conn) -> tuple:
+    """(generation, edits, rows, last rowid) of co2_readings: while generation
+    and edits stay the same, rows above the last rowid are the rows added.
+    generation is None in a database without co2_readings_edits (made before
+    it, not imported into since) or just reset."""
+    if not table_exists(conn, "co2_readings"):
+        return (None, None, 0, 0)
+    state = None
+    if table_exists(conn, "co2_readings_edits"):
+        state = conn.execute("SELECT generation, edits FROM co2_readings_edits WHERE id = 1").fetchone()
+    rows, last = conn.execute("SELECT count(*), ifnull(max(rowid), 0) FROM co2_readings").fetchone()
+    return (*(state or (None, None)), rows, last)
 
-    Not the software version: it names the git commit, which any commit of
-    the checkout changes; the export's own code is hashed instead."""
+
+def base_fingerprint(conn: sqlite3.Connection, version: tuple) -> str:
+    """What, besides the readings, the export is made of: this code and the
+    deployments table (and the import state, in a database whose edits are
+    not counted). Not the software version: it names the git commit, which
+    any commit of the checkout changes; the export's own code is hashed
+    instead."""
     digest = hashlib.sha256()
     here = Path(__file__).parent
     for name in CODE_FILES:
         digest.update((here / name).read_bytes())
     queries = []
-    if table_exists(conn, "import_state"):
-        queries.append("SELECT file, size, mtime_ns, done_bytes, check_hash FROM import_state WHERE kind = 'readings'")
     if table_exists(conn, "deploy_durations_tiered"):
         queries.append("SELECT * FROM deploy_durations_tiered ORDER BY rowid")
-    if table_exists(conn, "co2_readings"):
-        queries.append("SELECT count(*), max(rowid) FROM co2_readings")
+    if version[0] is None and table_exists(conn, "import_state"):
+        queries.append("SELECT file, size, mtime_ns, done_bytes, check_hash FROM import_state WHERE kind = 'readings'")
     for sql in queries:
         for row in conn.execute(sql):
             digest.update(repr(row).encode())
     return digest.hexdigest()
+
+
+def fingerprint(base: str, version: tuple) -> str:
+    return hashlib.sha256(f"{base} {version!r}".encode()).hexdigest()
 
 
 def up_to_date(export_dir: Path, package: dict | None, print_: str) -> bool:
@@ -118,31 +143,64 @@ def swap_in(staging: Path, export_dir: Path) -> None:
     shutil.rmtree(old)
 
 
+SNAPSHOT_TRIES = 3
+
+
 def export(db: Path, export_dir: Path) -> str:
     export_dir = Path(os.path.abspath(export_dir))
     if export_dir.is_symlink():
         raise CommandError(f"{export_dir} is a symlink; the server refuses those: make it a real folder")
     if export_dir.exists() and not export_dir.is_dir():
         raise CommandError(f"{export_dir} exists and is not a folder: move it away")
+    for _ in range(SNAPSHOT_TRIES):
+        done = _export_once(db, export_dir)
+        if done is not None:
+            return done
+    raise CommandError("the database kept changing while the export started (an import running?): run it again")
+
+
+def _export_once(db: Path, export_dir: Path) -> str | None:
+    """One try; None when the database moved under the readers (try again)."""
     conn = open_db_readonly(db)
     try:
         conn.execute("BEGIN")  # one snapshot of the database for the whole run
         old = read_package(export_dir)
-        print_ = fingerprint(conn)
+        version = readings_version(conn)
+        base = base_fingerprint(conn, version)
+        print_ = fingerprint(base, version)
         if up_to_date(export_dir, old, print_):
             return f"nothing new, {len(old['resources'])} files kept"
         staging = export_dir.with_name(f".{export_dir.name}.staging")
         try:
             shutil.rmtree(staging, ignore_errors=True)  # left by a run that failed
             staging.mkdir(parents=True)
-            from .export_build import FLAG_LIST, Tally, build  # pyarrow: not loaded when nothing is new
+            # pyarrow, numpy and ADBC: not loaded when nothing is new
+            from .export_append import NotAppendable, append, can_append
+            from .export_build import FLAG_LIST, SnapshotMoved, Tally, build
 
             tally = Tally()
-            files, span, units, sites = build(staging, db, conn, print_, tally)
-            stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in files])
+            try:
+                built = None
+                if can_append(export_dir, old, base, version):
+                    try:
+                        built, stats, kept = append(
+                            staging, export_dir, old, db, conn, version, readings_version, tally
+                        )
+                        what = "rows appended"
+                    except NotAppendable:
+                        shutil.rmtree(staging)
+                        staging.mkdir()
+                        tally = Tally()
+                if built is None:
+                    built = build(staging, db, conn, version, readings_version, tally)
+                    stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in built.files])
+                    what = "rows"
+            except SnapshotMoved:
+                shutil.rmtree(staging, ignore_errors=True)
+                return None
             created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            version = software_version()
-            package = build_package(staging, files, stats, created, span, units, sites, print_, version)
+            state = {"co2db:fingerprint": print_, "co2db:base": base, "co2db:readings": version_record(version)}
+            package = build_package(staging, built, stats, created, software_version(), state)
             write_package(staging, package)
             os.chmod(staging, 0o755)
             swap_in(staging, export_dir)
@@ -158,10 +216,16 @@ def export(db: Path, export_dir: Path) -> str:
     unusable = ", ".join(f"{c} {n}" for c, n in sorted(tally.unusable.items()))
     if unusable:
         print(f"warning: export: values that are not numbers, exported empty: {unusable}", file=sys.stderr)
+    files = built.files
     return (
-        f"{tally.rows} rows, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE},"
+        f"{tally.rows} {what}, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE},"
         f" flags: {flags}"
     )
+
+
+def version_record(version: tuple) -> dict:
+    generation, edits, rows, last = version
+    return {"generation": generation, "edits": edits, "rows": rows, "last_rowid": last}
 
 
 def main(argv: list[str] | None = None) -> int:

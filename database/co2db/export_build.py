@@ -1,10 +1,11 @@
 """make export's building of the data files (export.py decides whether to,
 and swaps them in): every unit's rows computed (export_rows.py), WORKERS
-units at once, then the CSV files, the Parquet dataset and the daily
-summaries written (export_write.py) into the staging folder.
+units at once, each already split by the file and the partition its rows
+belong in; then each file's rows gathered, sorted and written
+(export_write.py), WORKERS files at once, into the staging folder.
 
 Kept apart from export.py so that a run with nothing new does not load
-pyarrow and numpy at all.
+pyarrow, numpy or the ADBC driver at all.
 """
 
 from __future__ import annotations
@@ -13,108 +14,135 @@ import os
 import sqlite3
 import sys
 import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .export import fingerprint
-from .export_read import Tally
-from .export_rows import EPOCH_COLUMN, FLAG_LIST, TABLE_SCHEMA, export_unit, export_units, ts_text, unit_layout
-from .export_write import base_order, daily_rows, write_csv, write_daily, write_parquet
-from .readonly import open_db_readonly
+from .export_read import Reader, SnapshotMoved, Tally, unit_ids, unit_where
+from .export_rows import EPOCH_COLUMN, FLAG_LIST, unit_layout, unit_table
+from .export_write import Written, csv_groups, daily_rows, partition_groups, write_csv, write_daily, write_parquet
+from .readonly import table_exists
 
-__all__ = ["FLAG_LIST", "Tally", "build"]
-WORKERS = 2  # units read and computed at once (SQLite and pyarrow release the GIL)
-
-
-def _worker_connection(db: Path, print_: str) -> None:
-    """Open this worker thread's connection; its snapshot must be the main one's."""
-    conn = open_db_readonly(db)
-    conn.execute("BEGIN")
-    _local.conn = conn if fingerprint(conn) == print_ else None
+__all__ = ["FLAG_LIST", "SnapshotMoved", "Tally", "build"]
+WORKERS = 2  # units read and computed, files written, at once (SQLite, ADBC and pyarrow release the GIL)
 
 
-def _export_unit(layout, unit, cache) -> tuple:
-    conn = _local.conn
-    if conn is None:
-        raise _SnapshotMoved
-    table, tally = export_unit(conn, layout, unit, cache)
+@dataclass
+class Pieces:
+    """Rows gathered for the files: per CSV path and per Parquet partition,
+    the (table, row indices) pieces of every unit that has rows there."""
+
+    csv: dict = field(default_factory=lambda: defaultdict(list))
+    parquet: dict = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, table: pa.Table) -> None:
+        for path, rows in csv_groups(table).items():
+            self.csv[path].append((table, rows))
+        for key, rows in partition_groups(table).items():
+            self.parquet[key].append((table, rows))
+
+
+def gathered(pieces: list) -> pa.Table:
+    """One table of the pieces' rows (unsorted: the writers sort)."""
+    return pa.concat_tables([table.take(rows) for table, rows in pieces]).combine_chunks()
+
+
+class Pool:
+    """WORKERS threads, each with its own Reader on the export's snapshot (or
+    one thread when there is one core)."""
+
+    def __init__(self, db: Path, version: tuple, version_of: Callable) -> None:
+        self.local = threading.local()
+        self.workers = max(1, min(WORKERS, os.cpu_count() or 1))
+        self.readers: list[Reader] = []
+        self.lock = threading.Lock()
+        self.db, self.version, self.version_of = db, version, version_of
+        self.pool = ThreadPoolExecutor(self.workers)
+
+    def reader(self) -> Reader:
+        reader = getattr(self.local, "reader", None)
+        if reader is None:
+            reader = self.local.reader = Reader(self.db, self.version, self.version_of)  # SnapshotMoved
+            with self.lock:
+                self.readers.append(reader)
+        return reader
+
+    def map(self, fn: Callable, items: Iterable) -> list:
+        return list(self.pool.map(fn, items))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for reader in self.readers:
+            reader.close()
+
+
+def _unit_rows(pool: Pool, layout, cache: dict, unit: str | None) -> tuple:
+    tally = Tally()
+    where, params = unit_where(unit)
+    table = unit_table(layout, unit, pool.reader().records(where, params, tally), cache, tally)
     return table, daily_rows(table), tally
 
 
-class _SnapshotMoved(Exception):
-    """The database changed between the main connection's snapshot and a worker's."""
+def write_files(pool: Pool, staging: Path, pieces: Pieces) -> list[Written]:
+    """Every CSV file and Parquet partition of the pieces, sorted by path and key."""
+    jobs = [(write_csv, path, pieces.csv[path]) for path in sorted(pieces.csv)]
+    jobs += [(write_parquet, key, pieces.parquet[key]) for key in sorted(pieces.parquet)]
+    return pool.map(lambda job: job[0](staging, job[1], gathered(job[2])), jobs)
 
 
-_local = threading.local()
+@dataclass
+class Built:
+    """What the package says of the data: its files, time span, units and sites."""
+
+    files: list[Written]
+    span: tuple[str | None, str | None]
+    units: list[str]
+    sites: list[str]
 
 
-def unit_results(db: Path, conn: sqlite3.Connection, print_: str):
-    """(unit, table, daily rows, tally) of every unit, WORKERS threads at once, each
-    with its own connection on the same snapshot (same fingerprint); when the
-    database moved in between, one unit after another on the main connection."""
+def describe(tables: Iterable[pa.Table]) -> tuple[tuple, list[str], list[str]]:
+    """(time span, units, sites) of the rows of tables."""
+    from .export_rows import ts_text
+
+    low = high = None
+    units: set[str] = set()
+    sites: set[str] = set()
+    for table in tables:
+        units.update(u for u in pc.unique(table.column("unit_id")).to_pylist() if u is not None)
+        sites.update(s for s in pc.unique(table.column("site")).to_pylist() if s is not None)
+        lo, hi = (v.as_py() for v in pc.min_max(table.column(EPOCH_COLUMN)).values())
+        if lo is not None:
+            low, high = min(lo, low if low is not None else lo), max(hi, high if high is not None else hi)
+    span = (ts_text(low), ts_text(high)) if low is not None else (None, None)
+    return span, sorted(units), sorted(sites)
+
+
+def build(staging: Path, db: Path, conn: sqlite3.Connection, version: tuple, version_of, tally: Tally) -> Built:
+    """Write every data file into staging, from scratch. Raises SnapshotMoved
+    when the database changed since conn's snapshot (export.py runs again)."""
     layout = unit_layout(conn)
-    units = export_units(conn)
+    units = unit_ids(conn) if table_exists(conn, "co2_readings") else []
     cache: dict = {}
-    workers = max(1, min(WORKERS, os.cpu_count() or 1))
-    if workers > 1 and len(units) > 1:
-        pool = ThreadPoolExecutor(workers, initializer=_worker_connection, initargs=(db, print_))
-        try:
-            return [
-                (u, *r)
-                for u, r in zip(
-                    units, pool.map(_export_unit, [layout] * len(units), units, [cache] * len(units)), strict=True
-                )
-            ]
-        except _SnapshotMoved:
-            pass
-        finally:
-            pool.shutdown()
-    results = []
-    for unit in units:
-        table, tally = export_unit(conn, layout, unit, cache)
-        results.append((unit, table, daily_rows(table), tally))
-    return results
-
-
-def _one_table(tables: list) -> pa.Table:
-    """The tables as one, each column in one piece; emptied as it goes (memory: each
-    column's pieces are freed once it is copied)."""
-    if not tables:
-        return TABLE_SCHEMA.empty_table()
-    pieces = [[chunk for t in tables for chunk in t.column(name).chunks] for name in TABLE_SCHEMA.names]
-    tables.clear()
-    columns = []
-    for field in TABLE_SCHEMA:
-        chunks = pieces.pop(0)
-        columns.append(pa.concat_arrays(chunks) if chunks else pa.array([], field.type))
-        del chunks
-    return pa.Table.from_arrays(columns, schema=TABLE_SCHEMA)
-
-
-def build(
-    staging: Path, db: Path, conn: sqlite3.Connection, print_: str, tally: Tally
-) -> tuple[list, tuple, list[str], list[str]]:
-    """Write every data file into staging; return (files, time span, units, sites)."""
-    tables, summaries = [], []
-    results = unit_results(db, conn, print_)
-    while results:
-        unit, table, daily, unit_tally = results.pop(0)
-        tables.append(table)
-        summaries += daily
-        tally.rows += unit_tally.rows
-        tally.flags.update(unit_tally.flags)
-        tally.unusable.update(unit_tally.unusable)
-        print(f"export: {unit}: {table.num_rows} rows", file=sys.stderr)
-    table = _one_table(tables)
-    base = base_order(table)
-    files = write_csv(staging, table, base)
-    files += write_parquet(staging, table, base)
+    pool = Pool(db, version, version_of)
+    try:
+        results = pool.map(lambda unit: _unit_rows(pool, layout, cache, unit), units)
+        pieces, summaries, tables = Pieces(), [], []
+        for unit, (table, daily, unit_tally) in zip(units, results, strict=True):
+            pieces.add(table)
+            tables.append(table)
+            summaries += daily
+            tally.rows += unit_tally.rows
+            tally.flags.update(unit_tally.flags)
+            tally.unusable.update(unit_tally.unusable)
+            print(f"export: {unit}: {table.num_rows} rows", file=sys.stderr)
+        del results
+        files = write_files(pool, staging, pieces)
+    finally:
+        pool.close()
     files += write_daily(staging, summaries)
-    units = sorted(u for u in pc.unique(table.column("unit_id")).to_pylist() if u is not None)
-    sites = sorted(s for s in pc.unique(table.column("site")).to_pylist() if s is not None)
-    low, high = pc.min_max(table.column(EPOCH_COLUMN)).values()
-    span = (ts_text(low.as_py()), ts_text(high.as_py())) if low.is_valid else (None, None)
-    return files, span, units, sites
+    return Built(files, *describe(tables))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the column lists load pyarrow: imported where used, not for a run with nothing new
+    from .export_build import Built
     from .export_write import Written
 
 PACKAGE_FILE = "datapackage.json"
@@ -96,6 +97,9 @@ def resource(written: Written, folder: Path, used: set[str], stats: dict[str, tu
         res["encoding"] = "utf-8"
         res["dialect"] = {"delimiter": ",", "quoteChar": '"', "lineTerminator": "\n", "header": True}
         res["schema"] = table_schema(COLUMNS if written.table == "readings" else DAILY_COLUMNS)
+        if written.quoting is not None:  # where each month starts: ranged downloads, and appends
+            res["co2db:quoting"] = written.quoting
+            res["co2db:months"] = [list(m) for m in written.months]
     else:
         # Frictionless reads Parquet through pandas, which turns an integer
         # column with nulls into floats and then fails its own type check; so
@@ -107,17 +111,10 @@ def resource(written: Written, folder: Path, used: set[str], stats: dict[str, tu
 
 
 def build_package(
-    folder: Path,
-    files: list[Written],
-    stats: dict[str, tuple[int, str]],
-    created: str,
-    span: tuple[str | None, str | None],
-    units: list[str],
-    sites: list[str],
-    fingerprint: str,
-    version: str,
+    folder: Path, built: Built, stats: dict[str, tuple[int, str]], created: str, version: str, state: dict
 ) -> dict:
-    """The package for the files written into folder (stats: known sizes and hashes)."""
+    """The package for the files written into folder (stats: known sizes and
+    hashes); state: what export.py keeps to know what is new next time."""
     from .export_rows import FLAG_LIST
     from .export_write import NULL_PARTITION
 
@@ -133,14 +130,14 @@ def build_package(
             f"hive-style site=/year= folders; {NULL_PARTITION} means none); daily summaries in daily/."
         ),
         "created": created,
-        "temporal": {"start": span[0], "end": span[1]},
+        "temporal": {"start": built.span[0], "end": built.span[1]},
         "version": version,
         "co2db:software": {"name": "co2db", "version": version},
         "co2db:flags": [{"name": name, "meaning": meaning} for name, meaning in FLAG_LIST],
-        "co2db:units": units,
-        "co2db:sites": sites,
-        "co2db:fingerprint": fingerprint,
-        "resources": [resource(w, folder, used, stats) for w in files],
+        "co2db:units": built.units,
+        "co2db:sites": built.sites,
+        **state,
+        "resources": [resource(w, folder, used, stats) for w in built.files],
     }
 
 

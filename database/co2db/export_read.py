@@ -1,27 +1,35 @@
-"""The research export's reading of co2_readings: one unit's records, in
-(date, time) order, as a pyarrow table of typed columns (RAW_NAMES), without
-a Python object per value.
+"""The research export's reading of co2_readings: records as a pyarrow table
+of typed columns (RAW_NAMES), without a Python object per value.
 
-Fast path: SQLite itself writes the unit's records as one delimited text
-(group_concat of printf; REAL values with 18 significant digits, which read
-back to the very same double), which pyarrow's CSV reader parses in C. A value of the wrong storage class (text
-where a number belongs, a fraction in an integer column) does not parse (or, text
-such as 'inf', parses as a non-finite float: to be sure, any non-finite float
-sends the unit the plain way too); the unit is then read the plain way,
-value by value, and every such value is taken as empty and counted (Tally.unusable),
-exactly as DATA-FORMATS.md's export asks.
+Fast path: the ADBC SQLite driver (Apache Arrow's) reads the records straight
+into Arrow columns, in C, releasing the GIL (two threads read two units at
+once). It infers each column's type from a whole batch (BATCH_ROWS rows: a
+unit's records at once), widening it to text when a value of another storage
+class is among them; a column that comes back of any type but the expected
+one (text where a number belongs, a fraction in an integer column, a blob),
+text that is not valid UTF-8, or a batch that disagrees with the one before
+sends the records the plain way: value by value through the sqlite3 module,
+every value of the wrong type taken as empty and counted (Tally.unusable),
+exactly as DATA-FORMATS.md's export asks. A column that is empty throughout
+comes back untyped and is given its type.
+
+Both ways read the same snapshot of the database: a Reader's two
+connections are checked against the export's readings_version() (see
+export.py) when they open.
 """
 
 from __future__ import annotations
 
-import io
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
 
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
+
+from .readonly import open_db_readonly
 
 CO2_NAMES = tuple(f"co2_{i:02d}" for i in range(1, 11))
 RAW_REALS = (
@@ -47,6 +55,9 @@ SOURCE = (
 RAW_NAMES = tuple(name for name, _ in SOURCE)
 _TYPES = {"text": pa.string(), "real": pa.float64(), "integer": pa.int64()}
 RAW_SCHEMA = pa.schema([(name, _TYPES[kind]) for name, kind in SOURCE])
+BUSY_TIMEOUT_MS = 30_000  # as open_db_readonly's
+BATCH_ROWS = 1 << 22  # rows per ADBC batch: the rows its type inference looks at
+_SELECT = "SELECT " + ", ".join(RAW_NAMES) + " FROM co2_readings"
 
 
 @dataclass
@@ -58,66 +69,99 @@ class Tally:
     unusable: Counter = field(default_factory=Counter)  # column -> values taken as empty
 
 
-def _sql_field(name: str, kind: str) -> str:
-    if kind == "text":  # as it is; NULL as the NULL mark
-        return f"ifnull({name}, char(30))"
-    if kind == "real":  # %s would give 15 digits only; text stays text (and fails to parse)
-        return f"iif(typeof({name}) = 'real', printf('%!.18g', {name}), {name})"
-    return name  # NULL prints as nothing; text or a fraction fails to parse as an integer
+class SnapshotMoved(Exception):
+    """The database changed between the export's snapshot and a reader's."""
 
 
-# Fields are separated by the control character US (\x1f), records by \n,
-# nothing is quoted; NULL text is RS (\x1e). Text holding US, CR or LF
-# changes a record's field count or the record count, text that is RS alone
-# would read as NULL: each is seen (parse error, count check) and sends the
-# unit the plain way.
-_SEP, _NULL_TEXT = "\x1f", "\x1e"
-_TEXTS = [name for name, kind in SOURCE if kind == "text"]
-_LINE = "printf('" + "\x1f".join(["%s"] * len(SOURCE)) + "', " + ", ".join(_sql_field(n, k) for n, k in SOURCE) + ")"
-_MARKED = " + ".join(f"total({name} = char(30))" for name in _TEXTS)
-_WHERE = {True: "unit_id IS NULL", False: "unit_id = ?"}
-_ORDER = " ORDER BY date, time"
-_CSV_READ = pacsv.ReadOptions(column_names=list(RAW_NAMES), block_size=1 << 24)
-_CSV_PARSE = pacsv.ParseOptions(delimiter=_SEP, quote_char=False, escape_char=False, double_quote=False)
-_CSV_CONVERT = pacsv.ConvertOptions(column_types=RAW_SCHEMA, null_values=[""], strings_can_be_null=False)
+class Reader:
+    """One thread's two read-only connections (ADBC and sqlite3), each in a
+    read transaction on the snapshot whose readings_version is `version`."""
+
+    def __init__(self, db: Path, version: tuple, version_of) -> None:
+        self.plain = open_db_readonly(db, any_thread=True)  # closed by the pool's owner
+        self.plain.execute("BEGIN")
+        self.fast = adbc_sqlite.connect("file:" + quote(str(db.resolve())) + "?mode=ro")
+        _AdbcRows(self.fast).execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # the WAL opened by another
+        if version_of(self.plain) != version or version_of(_AdbcRows(self.fast)) != version:
+            self.close()
+            raise SnapshotMoved
+
+    def close(self) -> None:
+        self.plain.close()
+        self.fast.close()
+
+    def records(self, where: str, params: tuple, tally: Tally) -> pa.Table:
+        """The co2_readings records WHERE where, as RAW_SCHEMA columns (in no set order)."""
+        cursor = self.fast.cursor()
+        try:
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+            cursor.execute(f"{_SELECT} WHERE {where}", params)
+            table = _typed(cursor.fetch_arrow_table())
+        except (OSError, adbc_sqlite.Error):
+            table = None  # a batch's types disagree with the one before
+        finally:
+            cursor.close()
+        return table if table is not None else self._plain(where, params, tally)
+
+    def _plain(self, where: str, params: tuple, tally: Tally) -> pa.Table:
+        """The records read value by value (slow; only for values of the wrong type)."""
+        self.plain.text_factory = bytes  # text that is not UTF-8 is repaired, not fatal
+        try:
+            records = self.plain.execute(f"{_SELECT} WHERE {where}", params).fetchall()
+        finally:
+            self.plain.text_factory = str
+        columns = list(zip(*records, strict=True)) if records else [()] * len(SOURCE)
+        arrays = []
+        for (name, kind), values in zip(SOURCE, columns, strict=True):
+            if kind == "text":
+                clean = [_text(v) for v in values]
+            elif kind == "real":
+                clean = [_number(v, name, tally) for v in values]
+            else:
+                clean = [_integer(v, name, tally) for v in values]
+            arrays.append(pa.array(clean, type=_TYPES[kind]))
+        return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
 
 
-def _params(unit: str | None) -> tuple:
-    return () if unit is None else (unit,)
+class _AdbcRows:
+    """An ADBC connection answering conn.execute(sql, params).fetchone()/fetchall()/iteration."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: tuple = ()) -> list:
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql, params)
+            return _Rows(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
-def read_unit(conn: sqlite3.Connection, unit: str | None, tally: Tally) -> pa.Table:
-    """One unit's co2_readings records ordered by date, time, as RAW_SCHEMA columns."""
-    where = _WHERE[unit is None]
-    sql = (
-        f"SELECT group_concat(line, char(10)), count(*), {_MARKED} FROM"
-        f" (SELECT {_LINE} AS line, {', '.join(_TEXTS)} FROM co2_readings WHERE {where}{_ORDER})"
-    )
-    text, count, marked = conn.execute(sql, _params(unit)).fetchone()
-    if not count:
-        return RAW_SCHEMA.empty_table()
-    if marked:
-        return _read_plain(conn, unit, tally)
+class _Rows(list):
+    def fetchone(self):
+        return self[0] if self else None
+
+    def fetchall(self) -> list:
+        return list(self)
+
+
+def _typed(table: pa.Table) -> pa.Table | None:
+    """The table as RAW_SCHEMA, None when a column holds values of another type."""
+    columns = []
+    for i, expected in enumerate(RAW_SCHEMA):
+        column = table.column(i)
+        if column.type != expected.type:
+            if column.null_count != len(column):
+                return None
+            column = pa.nulls(len(column), expected.type)
+        columns.append(column)
+    typed = pa.Table.from_arrays(columns, schema=RAW_SCHEMA)
     try:
-        table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8", "surrogatepass")),
-            read_options=_CSV_READ,
-            parse_options=_CSV_PARSE,
-            convert_options=_CSV_CONVERT,
-        )
-    except (pa.ArrowInvalid, UnicodeError):
-        return _read_plain(conn, unit, tally)
-    if table.num_rows != count:
-        return _read_plain(conn, unit, tally)
-    for name, kind in SOURCE:  # text 'inf' or 'nan' where a REAL belongs parses as a float
-        if kind == "real" and pc.all(pc.is_finite(table.column(name))).as_py() is False:
-            return _read_plain(conn, unit, tally)
-    null = pa.scalar(None, pa.string())
-    for name in _TEXTS:
-        column = table.column(name)
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, pc.if_else(pc.equal(column, _NULL_TEXT), null, column))
-    return table
+        typed.validate(full=True)  # UTF-8 of every text
+    except pa.ArrowInvalid:
+        return None
+    return typed
 
 
 def _number(value: object, column: str, tally: Tally) -> float | None:
@@ -146,23 +190,9 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _read_plain(conn: sqlite3.Connection, unit: str | None, tally: Tally) -> pa.Table:
-    """The unit read value by value (slow; only for units with values of the wrong type)."""
-    names = ", ".join(RAW_NAMES)
-    records = conn.execute(
-        f"SELECT {names} FROM co2_readings WHERE {_WHERE[unit is None]}{_ORDER}", _params(unit)
-    ).fetchall()
-    columns = list(zip(*records, strict=True)) if records else [()] * len(SOURCE)
-    arrays = []
-    for (name, kind), values in zip(SOURCE, columns, strict=True):
-        if kind == "text":
-            clean = [_text(v) for v in values]
-        elif kind == "real":
-            clean = [_number(v, name, tally) for v in values]
-        else:
-            clean = [_integer(v, name, tally) for v in values]
-        arrays.append(pa.array(clean, type=_TYPES[kind]))
-    return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
+def unit_where(unit: str | None) -> tuple[str, tuple]:
+    """The WHERE clause and parameters of one unit's records."""
+    return ("unit_id IS NULL", ()) if unit is None else ("unit_id = ?", (unit,))
 
 
 def unit_ids(conn: sqlite3.Connection) -> list[str | None]:

@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .deployments import Layout, build_layout, load_periods
-from .export_read import CO2_NAMES, RAW_REALS, Tally, read_unit, unit_ids
-from .readonly import table_exists
+from .export_read import CO2_NAMES, RAW_REALS, Tally
 
 # (name, type, unit, description). Types are Table Schema types; the Parquet
 # types follow from them (export_write.py).
@@ -218,14 +217,3 @@ def unit_table(layout: Layout, unit: str | None, raw: pa.Table, cache: dict, tal
 def unit_layout(conn: sqlite3.Connection) -> Layout:
     """The deployment layout the rows are attributed with."""
     return build_layout(load_periods(conn))
-
-
-def export_unit(conn: sqlite3.Connection, layout: Layout, unit: str | None, cache: dict) -> tuple[pa.Table, Tally]:
-    """One unit's export rows (TABLE_SCHEMA) and what computing them met."""
-    tally = Tally()
-    return unit_table(layout, unit, read_unit(conn, unit, tally), cache, tally), tally
-
-
-def export_units(conn: sqlite3.Connection) -> list[str | None]:
-    """The units to export: those of co2_readings (none when there is no such table)."""
-    return unit_ids(conn) if table_exists(conn, "co2_readings") else []

@@ -55,6 +55,10 @@ class Written:
     rows: int
     description: str
     table: str  # readings or daily: which schema
+    # Readings CSV files: where each month's rows start, (YYYY-MM, byte offset,
+    # rows before), and the quoting style: what an append rewrites from.
+    months: tuple = ()
+    quoting: str | None = None
 
 
 def safe_name(text: str) -> str:
@@ -116,8 +120,9 @@ def _groups(base: np.ndarray, keys: list[np.ndarray]):
         yield order[begin], order[begin:end]
 
 
-def csv_groups(table: pa.Table, base: np.ndarray) -> dict[str, np.ndarray]:
-    """CSV path -> the row indices of its rows, sorted."""
+def csv_groups(table: pa.Table) -> dict[str, np.ndarray]:
+    """CSV path -> the row indices of its rows (in table order)."""
+    base = np.arange(table.num_rows)
     bad = table.column(EPOCH_COLUMN).is_null().to_numpy(zero_copy_only=False)
     site, _ = _codes(table.column("site"))
     unit, _ = _codes(table.column("unit_id"))
@@ -129,8 +134,9 @@ def csv_groups(table: pa.Table, base: np.ndarray) -> dict[str, np.ndarray]:
     return named
 
 
-def partition_groups(table: pa.Table, base: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """(site=..., year=...) -> the row indices of its rows, sorted."""
+def partition_groups(table: pa.Table) -> dict[tuple[str, str], np.ndarray]:
+    """(site=..., year=...) -> the row indices of its rows (in table order)."""
+    base = np.arange(table.num_rows)
     site, _ = _codes(table.column("site"))
     epoch = table.column(EPOCH_COLUMN)
     year = pc.fill_null(pc.year(pc.cast(epoch, pa.timestamp("s"))), -1).to_numpy().astype(np.int64)
@@ -165,33 +171,64 @@ def csv_text_table(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=list(COLUMN_NAMES))
 
 
-_HEADER = (",".join(COLUMN_NAMES) + "\n").encode()
+HEADER = (",".join(COLUMN_NAMES) + "\n").encode()
+QUOTING = ("none", "needed")  # only fields that need it, when none needs it; else every text field
 
 
-def _write_csv_file(out: Path, header: bytes, table: pa.Table) -> None:
-    """UTF-8, header, comma, RFC 4180 quoting (only fields that need it, when
-    none needs it; else every text field), \n line ends; NULL is empty."""
+def sorted_rows(table: pa.Table) -> pa.Table:
+    """The rows in the order of every file (base_order)."""
+    return table.take(base_order(table))
+
+
+def month_starts(table: pa.Table) -> list[tuple[str, int]]:
+    """(YYYY-MM, first row) of each month of a table sorted by ts (none for bad_time rows)."""
+    epoch = table.column(EPOCH_COLUMN)
+    if epoch.null_count:
+        return []
+    months = epoch.to_numpy().astype("datetime64[s]").astype("datetime64[M]")
+    starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]]) if len(months) else []
+    return [(str(months[i]), int(i)) for i in starts]
+
+
+def write_csv_rows(f, table: pa.Table, quoting: str, rows_before: int = 0) -> list[tuple[str, int, int]]:
+    """Write sorted rows at f's position (no header), month by month; return
+    the months' (YYYY-MM, byte offset, rows before). Raises pa.ArrowInvalid
+    when quoting is "none" and a field needs quotes."""
+    text = csv_text_table(table)
+    options = pacsv.WriteOptions(include_header=False, quoting_style=quoting)
+    starts = month_starts(table) or [("", 0)]
+    marks = []
+    for (month, begin), (_, end) in zip(starts, [*starts[1:], ("", table.num_rows)], strict=True):
+        if month:
+            marks.append((month, f.tell(), rows_before + begin))
+        if end > begin:
+            pacsv.write_csv(text.slice(begin, end - begin), f, options)
+    return marks
+
+
+def write_csv_file(out: Path, table: pa.Table, quoting: tuple = QUOTING) -> tuple[str, list]:
+    """UTF-8, header, comma, RFC 4180 quoting (the first style of `quoting`
+    that can write every field), \n line ends; NULL is empty. Sorted rows;
+    returns (quoting style, months)."""
     with open(out, "wb") as f:
-        f.write(header)
-        for style in ("none", "needed"):
+        for style in quoting:
+            f.write(HEADER)
             try:
-                pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style=style))
-                return
+                return style, write_csv_rows(f, table, style)
             except pa.ArrowInvalid:
-                f.seek(len(header))
+                f.seek(0)
                 f.truncate()
+    raise AssertionError("the last quoting style writes any field")
 
 
-def write_csv(folder: Path, table: pa.Table, base: np.ndarray) -> list[Written]:
-    """One CSV per file of csv_groups."""
-    written = []
-    for path, rows in sorted(csv_groups(table, base).items()):
-        out = folder / path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _write_csv_file(out, _HEADER, csv_text_table(table.take(rows)))
-        first = table.slice(int(rows[0]), 1).to_pylist()[0]
-        written.append(Written(path, "csv", len(rows), _describe_csv(path, first), "readings"))
-    return written
+def write_csv(folder: Path, path: str, table: pa.Table) -> Written:
+    """One CSV file of a csv_groups path: its rows, sorted."""
+    out = folder / path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = sorted_rows(table)
+    style, months = write_csv_file(out, table)
+    first = table.slice(0, 1).to_pylist()[0]
+    return Written(path, "csv", table.num_rows, _describe_csv(path, first), "readings", tuple(months), style)
 
 
 def arrow_schema(columns=COLUMNS) -> pa.Schema:
@@ -226,25 +263,26 @@ def parquet_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=_PARQUET_SCHEMA)
 
 
-def write_parquet(folder: Path, table: pa.Table, base: np.ndarray) -> list[Written]:
-    """One part file per site and year, hive-style folders."""
-    written = []
-    for (site_dir, year_dir), rows in sorted(partition_groups(table, base).items()):
-        path = f"parquet/{site_dir}/{year_dir}/part-0.parquet"
-        out = folder / path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(parquet_table(table.take(rows)), out, compression="zstd")
-        site, year = site_dir.split("=", 1)[1], year_dir.split("=", 1)[1]
-        description = f"readings of site {site}, year {year} ({NULL_PARTITION}: none)"
-        written.append(Written(path, "parquet", len(rows), description, "readings"))
-    return written
+def parquet_path(key: tuple[str, str]) -> str:
+    return f"parquet/{key[0]}/{key[1]}/part-0.parquet"
+
+
+def write_parquet(folder: Path, key: tuple[str, str], table: pa.Table) -> Written:
+    """The part file of one site and year (a partition_groups key): its rows, sorted."""
+    path = parquet_path(key)
+    out = folder / path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(parquet_table(sorted_rows(table)), out, compression="zstd")
+    site, year = key[0].split("=", 1)[1], key[1].split("=", 1)[1]
+    description = f"readings of site {site}, year {year} ({NULL_PARTITION}: none)"
+    return Written(path, "parquet", table.num_rows, description, "readings")
 
 
 def daily_rows(table: pa.Table) -> list[tuple]:
     """Per unit, UTC day and period (site, status, tier): counts, and CO2 and
     temperature statistics over the unflagged readings. bad_time rows have no
     day. Of one unit's table (export_rows.unit_table); write_daily sorts."""
-    timed = table.filter(pc.is_valid(table.column(EPOCH_COLUMN)))
+    timed = sorted_rows(table.filter(pc.is_valid(table.column(EPOCH_COLUMN))))  # sums in one order, always
     unflagged = pc.is_null(timed.column("qc_flags"))
     null = pa.scalar(None, pa.float64())
     grouping = pa.table(

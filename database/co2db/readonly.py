@@ -16,13 +16,14 @@ from urllib.parse import quote
 from .cli import CommandError
 
 
-def open_db_readonly(path: Path) -> sqlite3.Connection:
-    """Open the SQLite file read-only; the pipeline's plots never write to it."""
+def open_db_readonly(path: Path, any_thread: bool = False) -> sqlite3.Connection:
+    """Open the SQLite file read-only; the pipeline's plots never write to it.
+    any_thread: usable (one thread at a time) from threads other than this one."""
     if not path.is_file():
         raise CommandError(f"database {path} does not exist (run the importers first, e.g. `make` in database/)")
     uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30)
+        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=not any_thread)
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
     except sqlite3.Error as exc:

@@ -42,6 +42,22 @@ CREATE TABLE IF NOT EXISTS co2_readings (
 CREATE INDEX IF NOT EXISTS co2_readings_unit_date ON co2_readings (unit_id, date, time);
 CREATE INDEX IF NOT EXISTS co2_readings_source ON co2_readings (source_file);
 
+-- Bookkeeping of make export: the database's generation (a random value
+-- drawn when the database is made) and a count of the changes to
+-- co2_readings other than added rows (a re-imported, moved or hand-edited
+-- file, by any program). While both stay the same, the rows with a rowid
+-- above the export's last are exactly the rows added since it ran.
+CREATE TABLE IF NOT EXISTS co2_readings_edits (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation TEXT NOT NULL,
+    edits INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO co2_readings_edits VALUES (1, lower(hex(randomblob(16))), 0);
+CREATE TRIGGER IF NOT EXISTS co2_readings_deleted AFTER DELETE ON co2_readings
+BEGIN UPDATE co2_readings_edits SET edits = edits + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS co2_readings_updated AFTER UPDATE ON co2_readings
+BEGIN UPDATE co2_readings_edits SET edits = edits + 1 WHERE id = 1; END;
+
 CREATE TABLE IF NOT EXISTS error_logs (
     unit_id TEXT,
     idate TEXT,           -- inferred date (= odate unless the unit wrote 1970)
