@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE_DIR = ROOT / "database"
 ROLL_BYTES = 100 * 1024  # the units start a new file past 100 KiB
-START = date(2018, 1, 1)
+START = date(2018, 7, 1)  # mid-year: the day appended after 2 years falls in a year partition half full
 
 
 # --- The archive ---------------------------------------------------------------
@@ -236,7 +236,7 @@ def prepare_archive(folder: Path, units: int, days: int) -> tuple[Path, Path, Pa
     its size. Returns (data_dir, var_dir, db_file, make variables)."""
     work = folder.resolve()
     data_dir, var_dir = work / "remote_data", work / "var"
-    params = {"units": units, "days": days, "version": 2}
+    params = {"units": units, "days": days, "version": 3}
     stamp = work / "archive.json"
     if not stamp.exists() or json.loads(stamp.read_text()) != params:
         shutil.rmtree(work, ignore_errors=True)

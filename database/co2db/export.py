@@ -54,6 +54,14 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
+def _edits(conn) -> tuple:
+    """(generation, edits) of co2_readings_edits; (None, None) when there is none."""
+    state = None
+    if table_exists(conn, "co2_readings_edits"):
+        state = conn.execute("SELECT generation, edits FROM co2_readings_edits WHERE id = 1").fetchone()
+    return tuple(state) if state else (None, None)
+
+
 def readings_version(conn) -> tuple:
     """(generation, edits, rows, last rowid) of co2_readings: while generation
     and edits stay the same, rows above the last rowid are the rows added.
@@ -61,11 +69,17 @@ def readings_version(conn) -> tuple:
     it, not imported into since) or just reset."""
     if not table_exists(conn, "co2_readings"):
         return (None, None, 0, 0)
-    state = None
-    if table_exists(conn, "co2_readings_edits"):
-        state = conn.execute("SELECT generation, edits FROM co2_readings_edits WHERE id = 1").fetchone()
     rows, last = conn.execute("SELECT count(*), ifnull(max(rowid), 0) FROM co2_readings").fetchone()
-    return (*(state or (None, None)), rows, last)
+    return (*_edits(conn), rows, last)
+
+
+def snapshot_key(conn) -> tuple:
+    """What the export's readers check their snapshot by: readings_version
+    without the row count (which costs a scan) where edits are counted."""
+    generation, edits = _edits(conn)
+    if generation is None or not table_exists(conn, "co2_readings"):
+        return readings_version(conn)
+    return (generation, edits, conn.execute("SELECT ifnull(max(rowid), 0) FROM co2_readings").fetchone()[0])
 
 
 def base_fingerprint(conn: sqlite3.Connection, version: tuple) -> str:
@@ -179,20 +193,19 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
             from .export_build import FLAG_LIST, SnapshotMoved, Tally, build
 
             tally = Tally()
+            snapshot = (snapshot_key(conn), snapshot_key)  # what the readers check
             try:
                 built = None
                 if can_append(export_dir, old, base, version):
                     try:
-                        built, stats, kept = append(
-                            staging, export_dir, old, db, conn, version, readings_version, tally
-                        )
+                        built, stats, kept = append(staging, export_dir, old, db, conn, version, snapshot, tally)
                         what = "rows appended"
                     except NotAppendable:
                         shutil.rmtree(staging)
                         staging.mkdir()
                         tally = Tally()
                 if built is None:
-                    built = build(staging, db, conn, version, readings_version, tally)
+                    built = build(staging, db, conn, snapshot, tally)
                     stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in built.files])
                     what = "rows"
             except SnapshotMoved:

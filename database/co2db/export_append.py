@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -45,10 +46,12 @@ from .export_read import Tally, unit_where
 from .export_rows import EPOCH_COLUMN, TABLE_SCHEMA, unit_layout, unit_table
 from .export_write import (
     BAD_TIME_CSV,
+    DAILY_SCHEMA,
     HEADER,
     NULL_PARTITION,
     Written,
     csv_groups,
+    daily_keys,
     daily_rows,
     parquet_path,
     sorted_rows,
@@ -279,21 +282,12 @@ def _copy(src, dst, length: int) -> None:
     dst.seek(length)
 
 
-def _old_daily(export_dir: Path) -> list[tuple]:
-    table = pq.read_table(export_dir / DAILY_PARQUET)
-    rows = []
-    for r in table.to_pylist():
-        r["date"] = r["date"].isoformat()
-        rows.append(tuple(r.values()))
-    return rows
-
-
-def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: tuple, version_of, tally: Tally):
+def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: tuple, snapshot: tuple, tally: Tally):
     """Bring the previous export up to date in staging; returns (Built, stats, files kept)."""
     prev_last = old["co2db:readings"]["last_rowid"]
     layout = unit_layout(conn)
     cache: dict = {}
-    pool = Pool(db, version, version_of)
+    pool = Pool(db, snapshot)
     parts = Partitions(export_dir, (r["path"] for r in old["resources"]))
     try:
         added = pool.reader().records("rowid > ?", (prev_last,), tally)
@@ -356,22 +350,22 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: 
     return Built(files, span, units_, sites), stats, kept
 
 
-def _new_daily(export_dir: Path, changed: pa.Table, parts: Partitions) -> list[tuple]:
+def _new_daily(export_dir: Path, changed: pa.Table, parts: Partitions) -> list[pa.Table]:
     """The daily summaries with those of the unit-days of changed rows computed again."""
+
+    def keys(table: pa.Table) -> pa.Array:  # of timed rows
+        days = pa.array(table.column(EPOCH_COLUMN).to_numpy() // 86400, pa.int32()).cast(pa.date32())  # floor
+        return daily_keys(days, table.column("unit_id"), table.column("site"))
+
     timed = changed.filter(pc.is_valid(changed.column(EPOCH_COLUMN)))
-    epoch = timed.column(EPOCH_COLUMN).to_numpy()
-    day_text = np.datetime_as_string(epoch.astype("datetime64[s]").astype("datetime64[D]"))
-    touched = set(
-        zip(day_text.tolist(), timed.column("unit_id").to_pylist(), timed.column("site").to_pylist(), strict=True)
-    )
-    summaries = [r for r in _old_daily(export_dir) if (r[0], r[1], r[2]) not in touched]
+    touched = pc.unique(keys(timed))
+    old = pq.read_table(export_dir / DAILY_PARQUET)
+    old = pa.Table.from_arrays(old.columns, schema=DAILY_SCHEMA)
+    kept = pc.invert(pc.is_in(daily_keys(old.column("date"), old.column("unit_id"), old.column("site")), touched))
+    summaries = [old.filter(kept)]
     for table in parts.new.values():
         table = table.filter(pc.is_valid(table.column(EPOCH_COLUMN)))
-        days = np.datetime_as_string(
-            table.column(EPOCH_COLUMN).to_numpy().astype("datetime64[s]").astype("datetime64[D]")
-        )
-        keys = zip(days.tolist(), table.column("unit_id").to_pylist(), table.column("site").to_pylist(), strict=True)
-        summaries += daily_rows(table.filter(pa.array([k in touched for k in keys], pa.bool_())))
+        summaries.append(daily_rows(table.filter(pc.is_in(keys(table), touched))))
     return summaries
 
 
@@ -393,7 +387,10 @@ def _all_files(staging: Path, export_dir: Path, old: dict, written: dict[str, Wr
             continue
         target = staging / res["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(export_dir / res["path"], target)
+        try:
+            os.link(export_dir / res["path"], target)
+        except OSError:
+            shutil.copy2(export_dir / res["path"], target)  # no hard links here: a copy, same bytes and mtime
         stats[res["path"]] = (res["bytes"], res["hash"])
         files.append(_old_written(res))
         kept += 1

@@ -56,18 +56,18 @@ class Pool:
     """WORKERS threads, each with its own Reader on the export's snapshot (or
     one thread when there is one core)."""
 
-    def __init__(self, db: Path, version: tuple, version_of: Callable) -> None:
+    def __init__(self, db: Path, snapshot: tuple[tuple, Callable]) -> None:
         self.local = threading.local()
         self.workers = max(1, min(WORKERS, os.cpu_count() or 1))
         self.readers: list[Reader] = []
         self.lock = threading.Lock()
-        self.db, self.version, self.version_of = db, version, version_of
+        self.db, self.snapshot = db, snapshot
         self.pool = ThreadPoolExecutor(self.workers)
 
     def reader(self) -> Reader:
         reader = getattr(self.local, "reader", None)
         if reader is None:
-            reader = self.local.reader = Reader(self.db, self.version, self.version_of)  # SnapshotMoved
+            reader = self.local.reader = Reader(self.db, *self.snapshot)  # SnapshotMoved
             with self.lock:
                 self.readers.append(reader)
         return reader
@@ -122,20 +122,21 @@ def describe(tables: Iterable[pa.Table]) -> tuple[tuple, list[str], list[str]]:
     return span, sorted(units), sorted(sites)
 
 
-def build(staging: Path, db: Path, conn: sqlite3.Connection, version: tuple, version_of, tally: Tally) -> Built:
-    """Write every data file into staging, from scratch. Raises SnapshotMoved
-    when the database changed since conn's snapshot (export.py runs again)."""
+def build(staging: Path, db: Path, conn: sqlite3.Connection, snapshot: tuple, tally: Tally) -> Built:
+    """Write every data file into staging, from scratch. snapshot: (key,
+    key_of) that the readers' connections must agree on with conn; raises
+    SnapshotMoved when the database changed since (export.py runs again)."""
     layout = unit_layout(conn)
     units = unit_ids(conn) if table_exists(conn, "co2_readings") else []
     cache: dict = {}
-    pool = Pool(db, version, version_of)
+    pool = Pool(db, snapshot)
     try:
         results = pool.map(lambda unit: _unit_rows(pool, layout, cache, unit), units)
         pieces, summaries, tables = Pieces(), [], []
         for unit, (table, daily, unit_tally) in zip(units, results, strict=True):
             pieces.add(table)
             tables.append(table)
-            summaries += daily
+            summaries.append(daily)
             tally.rows += unit_tally.rows
             tally.flags.update(unit_tally.flags)
             tally.unusable.update(unit_tally.unusable)

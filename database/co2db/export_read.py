@@ -14,7 +14,7 @@ exactly as DATA-FORMATS.md's export asks. A column that is empty throughout
 comes back untyped and is given its type.
 
 Both ways read the same snapshot of the database: a Reader's two
-connections are checked against the export's readings_version() (see
+connections are checked against the export's snapshot_key() (see
 export.py) when they open.
 """
 
@@ -75,14 +75,15 @@ class SnapshotMoved(Exception):
 
 class Reader:
     """One thread's two read-only connections (ADBC and sqlite3), each in a
-    read transaction on the snapshot whose readings_version is `version`."""
+    read transaction on the snapshot whose key_of() is key (export.py's
+    snapshot_key)."""
 
-    def __init__(self, db: Path, version: tuple, version_of) -> None:
+    def __init__(self, db: Path, key: tuple, key_of) -> None:
         self.plain = open_db_readonly(db, any_thread=True)  # closed by the pool's owner
         self.plain.execute("BEGIN")
         self.fast = adbc_sqlite.connect("file:" + quote(str(db.resolve())) + "?mode=ro")
         _AdbcRows(self.fast).execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # the WAL opened by another
-        if version_of(self.plain) != version or version_of(_AdbcRows(self.fast)) != version:
+        if key_of(self.plain) != key or key_of(_AdbcRows(self.fast)) != key:
             self.close()
             raise SnapshotMoved
 

@@ -7,10 +7,8 @@ format, data rows, description); export_package.py describes them.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,14 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .export_rows import COLUMN_NAMES, COLUMNS, EPOCH_COLUMN
+from .export_rows import COLUMNS, EPOCH_COLUMN
 
 # The partition value of rows without a site (readings in no period, or in a
 # period without a site) and without a year (bad_time): Hive's own name for a
 # null partition, which pyarrow and DuckDB read back as null.
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 BAD_TIME_CSV = "csv/bad_time.csv"
-_EPOCH_DATE = date(1970, 1, 1)
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
 
 # Columns of the daily summaries: (name, type, unit, description).
@@ -162,16 +159,20 @@ def _number_text(column) -> pa.Array:
     return pa.DictionaryArray.from_arrays(encoded.indices, texts).dictionary_decode()
 
 
-def csv_text_table(table: pa.Table) -> pa.Table:
-    """The table as the CSV files write it: COLUMNS only, numbers formatted."""
-    columns = []
-    for name, kind, _, _ in COLUMNS:
+def csv_text_table(table: pa.Table, columns=COLUMNS) -> pa.Table:
+    """The table as the CSV files write it: those columns only, numbers formatted."""
+    texts = []
+    for name, kind, _, _ in columns:
         column = table.column(name).combine_chunks()
-        columns.append(_number_text(column) if kind == "number" else column)
-    return pa.table(columns, names=list(COLUMN_NAMES))
+        texts.append(_number_text(column) if kind == "number" else column)
+    return pa.table(texts, names=[c[0] for c in columns])
 
 
-HEADER = (",".join(COLUMN_NAMES) + "\n").encode()
+def header(columns=COLUMNS) -> bytes:
+    return (",".join(c[0] for c in columns) + "\n").encode()
+
+
+HEADER = header()
 QUOTING = ("none", "needed")  # only fields that need it, when none needs it; else every text field
 
 
@@ -182,19 +183,19 @@ def sorted_rows(table: pa.Table) -> pa.Table:
 
 def month_starts(table: pa.Table) -> list[tuple[str, int]]:
     """(YYYY-MM, first row) of each month of a table sorted by ts (none for bad_time rows)."""
-    epoch = table.column(EPOCH_COLUMN)
-    if epoch.null_count:
+    if EPOCH_COLUMN not in table.column_names or table.column(EPOCH_COLUMN).null_count:
         return []
+    epoch = table.column(EPOCH_COLUMN)
     months = epoch.to_numpy().astype("datetime64[s]").astype("datetime64[M]")
     starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]]) if len(months) else []
     return [(str(months[i]), int(i)) for i in starts]
 
 
-def write_csv_rows(f, table: pa.Table, quoting: str, rows_before: int = 0) -> list[tuple[str, int, int]]:
+def write_csv_rows(f, table: pa.Table, quoting: str, rows_before: int = 0, columns=COLUMNS) -> list:
     """Write sorted rows at f's position (no header), month by month; return
     the months' (YYYY-MM, byte offset, rows before). Raises pa.ArrowInvalid
     when quoting is "none" and a field needs quotes."""
-    text = csv_text_table(table)
+    text = csv_text_table(table, columns)
     options = pacsv.WriteOptions(include_header=False, quoting_style=quoting)
     starts = month_starts(table) or [("", 0)]
     marks = []
@@ -206,15 +207,15 @@ def write_csv_rows(f, table: pa.Table, quoting: str, rows_before: int = 0) -> li
     return marks
 
 
-def write_csv_file(out: Path, table: pa.Table, quoting: tuple = QUOTING) -> tuple[str, list]:
+def write_csv_file(out: Path, table: pa.Table, quoting: tuple = QUOTING, columns=COLUMNS) -> tuple[str, list]:
     """UTF-8, header, comma, RFC 4180 quoting (the first style of `quoting`
     that can write every field), \n line ends; NULL is empty. Sorted rows;
     returns (quoting style, months)."""
     with open(out, "wb") as f:
         for style in quoting:
-            f.write(HEADER)
+            f.write(header(columns))
             try:
-                return style, write_csv_rows(f, table, style)
+                return style, write_csv_rows(f, table, style, columns=columns)
             except pa.ArrowInvalid:
                 f.seek(0)
                 f.truncate()
@@ -245,6 +246,9 @@ def arrow_schema(columns=COLUMNS) -> pa.Schema:
         fields.append(pa.field(name, types[kind], metadata=meta))
     return pa.schema(fields)
 
+
+# The daily summaries in memory (arrow_schema's, without the descriptions).
+DAILY_SCHEMA = pa.schema([(f.name, f.type) for f in arrow_schema(DAILY_COLUMNS)])
 
 # The readings' Parquet files leave out `site`: its folder name gives it
 # (readers add it from there, and refuse a file column of the same name).
@@ -278,10 +282,10 @@ def write_parquet(folder: Path, key: tuple[str, str], table: pa.Table) -> Writte
     return Written(path, "parquet", table.num_rows, description, "readings")
 
 
-def daily_rows(table: pa.Table) -> list[tuple]:
+def daily_rows(table: pa.Table) -> pa.Table:
     """Per unit, UTC day and period (site, status, tier): counts, and CO2 and
-    temperature statistics over the unflagged readings. bad_time rows have no
-    day. Of one unit's table (export_rows.unit_table); write_daily sorts."""
+    temperature statistics over the unflagged readings (DAILY_SCHEMA). bad_time
+    rows have no day. Of any export rows; write_daily sorts."""
     timed = sorted_rows(table.filter(pc.is_valid(table.column(EPOCH_COLUMN))))  # sums in one order, always
     unflagged = pc.is_null(timed.column("qc_flags"))
     null = pa.scalar(None, pa.float64())
@@ -305,37 +309,36 @@ def daily_rows(table: pa.Table) -> list[tuple]:
             *((c, agg) for c in ("co2", "temp") for agg in ("sum", "count", "min", "max")),
         ]
     )
-    out = []
-    for r in summed.to_pylist():
-        day = (_EPOCH_DATE + timedelta(days=r["day"])).isoformat()
-        co2 = _stats(r["co2_sum"], r["co2_count"], r["co2_min"], r["co2_max"], 1)
-        temp = _stats(r["temp_sum"], r["temp_count"], r["temp_min"], r["temp_max"], 3)
-        out.append((day, *(r[k] for k in keys[1:]), r["flagged_count"], r["flagged_sum"], *co2, *temp))
-    return out
+    day = pc.cast(pc.cast(summed.column("day"), pa.int32()), pa.date32())
+    columns = [day, *(summed.column(k) for k in keys[1:]), summed.column("flagged_count"), summed.column("flagged_sum")]
+    for name, digits in (("co2", 1), ("temp", 3)):
+        means = [
+            round(total / count, digits) if count else None  # Python's rounding of the exact double
+            for total, count in zip(
+                summed.column(f"{name}_sum").to_pylist(), summed.column(f"{name}_count").to_pylist(), strict=True
+            )
+        ]
+        columns += [pa.array(means, pa.float64()), summed.column(f"{name}_min"), summed.column(f"{name}_max")]
+    return pa.Table.from_arrays(columns, schema=DAILY_SCHEMA)
 
 
-def _stats(total: float | None, count: int, low: float | None, high: float | None, digits: int) -> tuple:
-    if not count:
-        return None, None, None
-    return round(total / count, digits), low, high
+def daily_keys(days, units, sites) -> pa.Array:
+    """(day, unit, site) of daily rows as one text each (NULL as \x01)."""
+    parts = [pc.cast(days, pa.string()), units, sites]
+    return pc.binary_join_element_wise(*parts, "\x00", null_handling="replace", null_replacement="\x01")
 
 
-def write_daily(folder: Path, summaries: list[tuple]) -> list[Written]:
-    """daily/daily.csv and daily/daily.parquet, the same rows: daily_rows of every unit."""
-    import datetime as dt
-
-    summaries = sorted(summaries, key=lambda k: (k[0], k[1] or "", k[2] or "", k[3] or "", k[4] is not None, k[4] or 0))
+def write_daily(folder: Path, summaries: list[pa.Table]) -> list[Written]:
+    """daily/daily.csv and daily/daily.parquet, the same rows, by day, unit, site, status, tier."""
+    table = pa.concat_tables([DAILY_SCHEMA.empty_table(), *summaries])
+    order = [(c[0], "ascending") for c in DAILY_COLUMNS[:5]]
+    table = table.take(pc.sort_indices(table, sort_keys=order, null_placement="at_start"))
     (folder / "daily").mkdir(parents=True, exist_ok=True)
-    with open(folder / "daily/daily.csv", "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow([c[0] for c in DAILY_COLUMNS])
-        writer.writerows(summaries)
-    typed = list(zip(*[(dt.date.fromisoformat(r[0]), *r[1:]) for r in summaries], strict=True))
-    schema = arrow_schema(DAILY_COLUMNS)
-    arrays = [pa.array(typed[i] if typed else [], type=f.type) for i, f in enumerate(schema)]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / "daily/daily.parquet", compression="zstd")
+    write_csv_file(folder / "daily/daily.csv", table, columns=DAILY_COLUMNS)
+    typed = pa.Table.from_arrays(table.columns, schema=arrow_schema(DAILY_COLUMNS))
+    pq.write_table(typed, folder / "daily/daily.parquet", compression="zstd")
     text = "daily summaries per unit, UTC day and deployment period"
     return [
-        Written("daily/daily.csv", "csv", len(summaries), text, "daily"),
-        Written("daily/daily.parquet", "parquet", len(summaries), text, "daily"),
+        Written("daily/daily.csv", "csv", table.num_rows, text, "daily"),
+        Written("daily/daily.parquet", "parquet", table.num_rows, text, "daily"),
     ]
