@@ -8,7 +8,8 @@
 #   for the tests of the production front (nginx-co2unit.conf.example, a
 #   self-signed certificate, scripts/operators.sh), prometheus, promtool and
 #   amtool for the tests of /metrics, the shipped alert rules and the example
-#   Alertmanager config: installed with apt-get
+#   Alertmanager config, R (Rscript) for the test of database/README.md's R
+#   snippet on the research dataset: installed with apt-get
 #   when missing and we are root (always so in CI). Elsewhere those tests
 #   are reported as skipped, with how to install what they need.
 # Extra arguments go to pytest, e.g. scripts/run-tests.sh -k uploads -x
@@ -44,6 +45,7 @@ ensure_packages() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+  command -v Rscript >/dev/null || missing+=(r-base-core)
   if [[ "${#missing[@]}" -eq 0 ]]; then
     return 0
   fi

@@ -25,7 +25,11 @@ def missing_tools() -> list[str]:
         missing.append("openssl (the front's TLS certificate, scripts/operators.sh)")
     for tool in ("prometheus", "promtool", "amtool"):
         if shutil.which(tool) is None:
-            missing.append(f"{tool} (tests/test_prometheus.py: the real Prometheus, the alert rules, Alertmanager's config)")
+            missing.append(
+                f"{tool} (tests/test_prometheus.py: the real Prometheus, the alert rules, Alertmanager's config)"
+            )
+    if shutil.which("Rscript") is None:
+        missing.append("Rscript (tests/test_export_files.py: database/README.md's R snippet on the dataset)")
     if os.environ.get("CO2_BROWSER_SKIP"):
         missing.append(f"the browser: CO2_BROWSER_SKIP={os.environ['CO2_BROWSER_SKIP']!r}")
     if not (os.environ.get("CO2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
+import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -112,6 +114,44 @@ def test_the_readme_snippets_load_the_exported_files(exported, monkeypatch):
     assert int(duckdb_ns["monthly"]["readings"].sum()) == unflagged
 
 
+def test_the_readme_r_snippet_loads_the_exported_files(exported):
+    """The base-R lines, run by the real Rscript in the export folder."""
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("Rscript is missing in CI (scripts/run-tests.sh installs r-base-core)")
+        pytest.skip("R is not installed (as root: apt-get install r-base-core)")
+    # Text that needs quotes and a reading without a time, appended to the export.
+    rng = random.Random(3)
+    when = datetime(2020, 1, 20, 12, 0, 0)
+    lines = [reading_line(U3, 'la "b",3', when, 16, rng), reading_line(U3, "lab-3", when, 16, rng, time="25:00:00")]
+    (exported.data_dir / U3 / "data/readings/readings-0098.tsv").write_bytes(b"".join(lines))
+    assert "2 rows appended" in run_make(exported, "export").stdout
+    (snippet,) = readme_snippets("r")
+    check = snippet + textwrap.dedent(
+        """
+        stopifnot(inherits(readings$ts, "POSIXct"), identical(attr(readings$ts, "tzone"), "UTC"))
+        cat(nrow(readings), sum(is.na(readings$ts)), nrow(clean), nrow(daily), sum(daily$n_readings), "\n")
+        """
+    )
+    proc = subprocess.run(
+        [rscript, "--vanilla", "-e", check],
+        cwd=exported.pub_dir / "export",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    package = check_package(exported.pub_dir / "export")
+    rows = {r["path"]: r["rows"] for r in package["resources"]}
+    bad_time = rows.get("csv/bad_time.csv", 0)  # rows without ts: NA in R
+    flagged = sum(1 for row in csv_rows(exported) if row["qc_flags"])
+    n = exported.expected.readings + 2
+    got = [int(v) for v in proc.stdout.split()]
+    assert bad_time >= 1
+    assert got == [n, bad_time, n - flagged, rows["daily/daily.csv"], n - bad_time]
+
+
 def test_nothing_new_touches_nothing(exported):
     export = exported.pub_dir / "export"
     before = files_of(export)
@@ -122,8 +162,6 @@ def test_nothing_new_touches_nothing(exported):
 
 def append_day(tree, when: datetime) -> None:
     """One more day of U3's readings, in a new file."""
-    import random
-
     rng = random.Random(7)
     folder = tree.data_dir / U3 / "data/readings"
     lines = [reading_line(U3, "lab-3", when + i * timedelta(minutes=30), 16, rng) for i in range(48)]
