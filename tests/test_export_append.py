@@ -142,3 +142,27 @@ def test_a_hand_edit_with_a_value_that_is_not_a_number_rebuilds_and_exports_it_e
     row = by_line(csv_rows(tree))[50]
     assert (row["temp_c"], row["co2_01_ppm"], row["qc_flags"]) == ("", "", "missing")
     assert by_line(csv_rows(tree))[51]["temp_c"] == "10.0"
+
+
+def test_a_site_name_too_long_for_a_file_name_is_cut_in_names_only(tmp_path):
+    site = ("Østre fjellmyr " * 20).strip()  # 319 bytes of UTF-8, about 800 characters spelled ~XX
+    tree, proc = exported_tree(tmp_path, {U3: every_six_hours(20)}, [DEPLOYED[0].replace("fjell", site)])
+    assert "1 site names too long for a file name" in proc.stderr
+    export = tree.pub_dir / "export"
+    names = [p.name for p in export.rglob("*")]
+    assert max(len(n.encode()) for n in names) <= 255
+    (site_csv,) = [p for p in (export / "csv").iterdir() if p.name.startswith("site-")]
+    assert len(site_csv.name) == len("site-") + 200 + len(".csv") and "~~" in site_csv.name
+    rows = csv_rows(tree)
+    assert {r["site"] for r in rows if r["_file"] == site_csv.name} == {site}
+    package = check_package(export)
+    assert package["co2db:sites"] == [site]
+    # Parquet readers take the site from the folder name: the cut spelling.
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(export / "parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(rows)
+    add_readings(tree, "readings-0001.tsv", [line(U3, "2020-12-07", "12:00:00")])
+    assert "1 rows appended" in run_make(tree, "export").stdout
+    assert {r["site"] for r in csv_rows(tree) if r["_file"] == site_csv.name} == {site}
+    assert_equals_a_fresh_export(tree, tmp_path)

@@ -229,6 +229,15 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
     unusable = ", ".join(f"{c} {n}" for c, n in sorted(tally.unusable.items()))
     if unusable:
         print(f"warning: export: values that are not numbers, exported empty: {unusable}", file=sys.stderr)
+    from .export_write import NAME_BYTES, safe_name
+
+    cut = [site for site in built.sites if len(safe_name(site)) >= NAME_BYTES]
+    if cut:
+        print(
+            f"warning: export: {len(cut)} site names too long for a file name, cut in the csv/ and parquet/"
+            f" names (the rows and datapackage.json have them whole): {', '.join(map(repr, cut[:3]))}",
+            file=sys.stderr,
+        )
     files = built.files
     return (
         f"{tally.rows} {what}, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE},"

@@ -30,10 +30,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +52,7 @@ from .export_write import (
     daily_keys,
     daily_rows,
     parquet_path,
+    partition,
     sorted_rows,
     write_csv,
     write_csv_rows,
@@ -149,11 +148,9 @@ def count_flags(table: pa.Table, tally: Tally) -> None:
         tally.flags[item["values"]] += item["counts"]
 
 
-def _from_parquet(path: Path, key: tuple[str, str]) -> pa.Table:
-    """A partition file read back as export rows (TABLE_SCHEMA)."""
+def _from_parquet(path: Path, site: str | None) -> pa.Table:
+    """A partition file of a site read back as export rows (TABLE_SCHEMA)."""
     table = pq.read_table(path)
-    site_dir = key[0].split("=", 1)[1]
-    site = None if site_dir == NULL_PARTITION else unquote(site_dir)
     epoch = pc.cast(pc.cast(table.column("ts"), pa.timestamp("s", tz="UTC")), pa.int64())  # stored as ms
     seconds = pc.fill_null(epoch, 0).to_numpy().astype("datetime64[s]")
     text = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z")
@@ -175,9 +172,11 @@ class Partitions:
     """The Parquet partitions of the export being made: rewritten ones held
     new, the others read back from the previous export when needed."""
 
-    def __init__(self, export_dir: Path, old_paths: Iterable[str]) -> None:
+    def __init__(self, export_dir: Path, old: dict) -> None:
         self.export_dir = export_dir
-        self.keys = {_parquet_key(p) for p in old_paths if p.startswith("parquet/")}
+        self.keys = {_parquet_key(r["path"]) for r in old["resources"] if r["path"].startswith("parquet/")}
+        # Folder name -> site (a long name is cut in its folder's name; the package has it whole).
+        self.sites = {partition(site, None)[0]: site for site in old.get("co2db:sites", [])}
         self.old = set(self.keys)
         self.new: dict[tuple[str, str], pa.Table] = {}
 
@@ -185,7 +184,7 @@ class Partitions:
         if key in self.new:
             return self.new[key]
         if key in self.old:
-            return _from_parquet(self.export_dir / parquet_path(key), key)
+            return _from_parquet(self.export_dir / parquet_path(key), self.sites.get(key[0]))
         return TABLE_SCHEMA.empty_table()
 
     def put(self, key: tuple[str, str], table: pa.Table) -> None:
@@ -204,14 +203,7 @@ class Partitions:
 
 def _csv_site_dir(path: str, rows: pa.Table) -> str:
     """The site folder whose partitions hold a CSV file's rows."""
-    site = rows.column("site")[0].as_py() if path.startswith("csv/site-") else None
-    return "site=" + (NULL_PARTITION if site is None else _quote_site(site))
-
-
-def _quote_site(site: str) -> str:
-    from .export_write import partition
-
-    return partition(site, None)[0].split("=", 1)[1]
+    return partition(rows.column("site")[0].as_py() if path.startswith("csv/site-") else None, None)[0]
 
 
 def rewrite_csv(staging: Path, export_dir: Path, res: dict, rows: pa.Table, parts: Partitions) -> Written:
@@ -288,7 +280,7 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: 
     layout = unit_layout(conn)
     cache: dict = {}
     pool = Pool(db, snapshot)
-    parts = Partitions(export_dir, (r["path"] for r in old["resources"]))
+    parts = Partitions(export_dir, old)
     try:
         added = pool.reader().records("rowid > ?", (prev_last,), tally)
         if old["co2db:readings"]["rows"] + added.num_rows != version[2]:

@@ -7,6 +7,7 @@ format, data rows, description); export_package.py describes them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +59,27 @@ class Written:
     quoting: str | None = None
 
 
+# Longest spelling of a site or unit in a file or folder name (a name is at
+# most 255 bytes): longer ones are cut and end in ~~ and 12 hex digits of the
+# sha256 of the text, which keeps them apart.
+NAME_BYTES = 200
+
+
+def bounded(spelled: str, text: str) -> str:
+    """An ASCII spelling of text (~XX or %XX escapes) cut to NAME_BYTES, never inside an escape."""
+    if len(spelled) <= NAME_BYTES:
+        return spelled
+    cut = NAME_BYTES - 14
+    while spelled[cut - 2] in "~%" or spelled[cut - 1] in "~%":
+        cut -= 1
+    return spelled[:cut] + "~~" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 def safe_name(text: str) -> str:
-    """A file-name-safe, reversible spelling: characters other than
-    [A-Za-z0-9_-] become ~XX (UTF-8 bytes in hex)."""
-    return "".join(ch if _SAFE.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode()) for ch in text)
+    """A file-name-safe spelling: characters other than [A-Za-z0-9_-] become
+    ~XX (UTF-8 bytes in hex); reversible unless longer than NAME_BYTES."""
+    spelled = "".join(ch if _SAFE.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode()) for ch in text)
+    return bounded(spelled, text)
 
 
 def csv_path(bad_time: bool, site: str | None, unit: str | None) -> str:
@@ -76,7 +94,7 @@ def csv_path(bad_time: bool, site: str | None, unit: str | None) -> str:
 def partition(site: str | None, year: str | None) -> tuple[str, str]:
     """(site=..., year=...) folder names of a row's Parquet partition."""
     return (
-        "site=" + (quote(site, safe="") if site is not None else NULL_PARTITION),
+        "site=" + (bounded(quote(site, safe=""), site) if site is not None else NULL_PARTITION),
         "year=" + (year if year is not None else NULL_PARTITION),
     )
 
