@@ -69,6 +69,7 @@ PERIODS = [
     f"{U1}\tn\tsite_c\t8\tdeployed\t2020-01-05T00:00:00\t2020-01-06\tinside a\n",
     f"{U1}\tn\tsite_d\t9\tlab_check\t2020-01-05T00:00:00\t2020-01-06\tsame start, later row\n",
     f"{U2}\tn\tsite_e\t2\tdeployed\t\t2020-01-02\topen start\n",
+    f"{U3}\tn\tsite_f\t4\t\t2020-01-01\t\tno status: not deployed, as DATA-FORMATS.md says\n",
 ]
 
 
@@ -88,13 +89,14 @@ def test_site_status_tier_at_period_boundaries(tmp_path):
         ("2020-01-01", "23:59:59", ("site_e", "deployed", "2")),
         ("2020-01-02", "00:00:00", ("", "", "")),  # date-only end is exclusive
     ]
+    u3 = [("2020-01-03", "00:00:00", ("site_f", "", "4"))]  # an empty status stays empty
     tree, _ = exported_tree(
         tmp_path,
-        {U1: [line(U1, d, t) for d, t, _ in u1], U2: [line(U2, d, t) for d, t, _ in u2]},
+        {U1: [line(U1, d, t) for d, t, _ in u1], U2: [line(U2, d, t) for d, t, _ in u2], U3: [line(U3, d, t) for d, t, _ in u3]},
         PERIODS,
     )
     rows = csv_rows(tree)
-    for unit, cases in ((U1, u1), (U2, u2)):
+    for unit, cases in ((U1, u1), (U2, u2), (U3, u3)):
         got = by_line(r for r in rows if r["unit_id"] == unit)
         for no, (day, time, want) in enumerate(cases, 1):
             row = got[no]

@@ -62,9 +62,10 @@ class Period:
     nickname: str | None
     site: str | None
     tier: int | None
-    status: str
+    status: str  # an empty status reads as deployed (the plots and pages always have)
     start: datetime | None
     end: datetime | None
+    given_status: str | None = None  # as the table has it: None when empty (the export's `status`)
 
     @property
     def group_key(self) -> str:
@@ -122,6 +123,7 @@ def load_periods(conn: sqlite3.Connection) -> list[Period]:
                 status=str(status).strip() if status else "deployed",
                 start=start,
                 end=end,
+                given_status=str(status).strip() if status else None,
             )
         )
     return periods

@@ -172,9 +172,9 @@ def unit_table(layout: Layout, unit: str | None, raw: pa.Table, cache: dict, tal
     index = np.where(timed, index, -1) if index is not None else np.full(n, -1)
     pick = np.where(index < 0, len(periods), index)
     site = pa.array([p.site for p in periods] + [None], pa.string()).take(pick)
-    status = pa.array([p.status for p in periods] + [None], pa.string()).take(pick)
+    status = pa.array([p.given_status for p in periods] + [None], pa.string()).take(pick)
     tier = pa.array([p.tier for p in periods] + [None], pa.int64()).take(pick)
-    deployed = np.array([p.status == "deployed" for p in periods] + [False])[pick]
+    deployed = np.array([p.given_status == "deployed" for p in periods] + [False])[pick]
     temp = _floats(raw.column("temp"))
     ten = np.column_stack([_floats(raw.column(name)) for name in CO2_NAMES]) if n else np.zeros((0, 10))
     repeat, close = _repeat_close(epoch, timed)
