@@ -11,7 +11,7 @@ import pytest
 from co2server import db
 from co2server.config import Config
 from co2server.dashboard import build_dashboard
-from co2server.liveness import STATES, assess, error_hint
+from co2server.liveness import STATES, assess, error_hint, etype_of
 from co2server.pinglog import Ping
 
 DAY = timedelta(days=1)
@@ -271,3 +271,25 @@ def test_units_json_through_uwsgi(make_server, tmp_path):
     html = server.request("GET", "/status/units").body.decode()
     assert f'data-hw-id="{C}" data-state="missed"' in html and "missed &times;3" in html
     assert html.index(C) < html.index(A)
+
+
+ENTRY_MESSAGES = [
+    "Uncaught exception in main loop",
+    "Watchdog reset",
+    "watch dog fired after Uncaught exception",
+    "Watch dog",
+    "Signal quality 12, backoff 3 cycles",
+    "transmitting readings; Signal quality low; backoff",
+    "uncaught exception",  # lower case: no type
+    "Stopwatch started",  # 'atch' but not watchdog
+    "",
+    "nothing to see",
+]
+
+
+@pytest.mark.parametrize("message", ENTRY_MESSAGES)
+def test_the_server_types_error_entries_as_the_importer_does(message):
+    """The server cannot import the pipeline: its copy of the entry types must agree with the importer's."""
+    from co2db.import_errors import etype_of as importer_etype
+
+    assert etype_of(message) == importer_etype(message)

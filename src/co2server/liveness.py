@@ -178,8 +178,9 @@ def assess(contacts: Sequence[datetime], now: datetime, silent_hours: float, hin
 
 
 # The entry types of DATA-FORMATS.md's error-log import rules (the importer,
-# database/co2db/import_errors.py, is outside the server's reach); three of
-# them explain a missed call.
+# database/co2db/import_errors.py, is outside the server's reach: its
+# etype_of and this one are kept the same by tests/test_liveness.py); three
+# of them explain a missed call.
 _TYPES = (  # in the rules' order: the last that matches wins
     ("uncaught", re.compile(r"Uncaught exception")),
     ("watchdog", re.compile(r"[Ww]atch ?dog")),
@@ -222,7 +223,13 @@ def error_hint(error_line: str | None, sched: Schedule | None = None) -> str | N
     if written is not None and sched is not None:
         if written < sched.last_contact - 2 * (sched.period_s or 86400.0):
             return None
+    etype = etype_of(error_line)
+    return f"{_HINT_TEXT[etype]}: {error_line}" if etype in _HINT_TEXT else None
+
+
+def etype_of(message: str) -> str | None:
+    """The entry type of an error-log message: the last of _TYPES that matches, or None."""
     for etype, pattern in reversed(_TYPES):
-        if pattern.search(error_line):
-            return f"{_HINT_TEXT[etype]}: {error_line}" if etype in _HINT_TEXT else None
+        if pattern.search(message):
+            return etype
     return None
