@@ -108,9 +108,19 @@ def test_added_rows_reflag_older_ones_rewrite_only_their_files_and_equal_a_fresh
 def test_a_field_that_now_needs_quotes_rewrites_its_file_quoted(tmp_path):
     tree, _ = exported_tree(tmp_path, {U3: every_six_hours(30)}, DEPLOYED)
     assert b'"' not in (tree.pub_dir / "export" / SITE_CSV).read_bytes()
-    add_readings(tree, "readings-0001.tsv", [line(U3, "2020-12-25", "12:00:00").replace("\tnick\t", '\tla "b",3\t')])
+    unit_csv = tree.pub_dir / f"export/csv/unit-{U3}.csv"
+    november = unit_csv.read_bytes()
+    add_readings(
+        tree,
+        "readings-0001.tsv",
+        [
+            line(U3, "2020-12-25", "12:00:00").replace("\tnick\t", '\tla "b",3\t'),
+            line(U3, "2020-11-25", "03:00:00"),  # in no period: into the unit's file, amid its rows
+        ],
+    )
     proc = run_make(tree, "export")
-    assert "1 rows appended" in proc.stdout
+    assert "2 rows appended" in proc.stdout
+    assert unit_csv.read_bytes() != november and b"2020-11-25T03:00:00Z" in unit_csv.read_bytes()
     text = (tree.pub_dir / "export" / SITE_CSV).read_text()
     assert '"la ""b"",3"' in text and text.count('"nick"') == 30 * 4 - 11 * 4
     assert_equals_a_fresh_export(tree, tmp_path)
@@ -163,6 +173,6 @@ def test_a_site_name_too_long_for_a_file_name_is_cut_in_names_only(tmp_path):
     table = ds.dataset(export / "parquet", partitioning="hive").to_table()
     assert table.num_rows == len(rows)
     add_readings(tree, "readings-0001.tsv", [line(U3, "2020-12-07", "12:00:00")])
-    assert "1 rows appended" in run_make(tree, "export").stdout
+    assert "1 row appended" in run_make(tree, "export").stdout
     assert {r["site"] for r in csv_rows(tree) if r["_file"] == site_csv.name} == {site}
     assert_equals_a_fresh_export(tree, tmp_path)

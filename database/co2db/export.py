@@ -199,7 +199,7 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
                 if can_append(export_dir, old, base, version):
                     try:
                         built, stats, kept = append(staging, export_dir, old, db, conn, version, snapshot, tally)
-                        what = "rows appended"
+                        what = "appended"
                     except NotAppendable:
                         shutil.rmtree(staging)
                         staging.mkdir()
@@ -207,7 +207,7 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
                 if built is None:
                     built = build(staging, db, conn, snapshot, tally)
                     stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in built.files])
-                    what = "rows"
+                    what = ""
             except SnapshotMoved:
                 shutil.rmtree(staging, ignore_errors=True)
                 return None
@@ -239,10 +239,8 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
             file=sys.stderr,
         )
     files = built.files
-    return (
-        f"{tally.rows} {what}, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE},"
-        f" flags: {flags}"
-    )
+    rows = f"{tally.rows} row{'' if tally.rows == 1 else 's'}{' ' + what if what else ''}"
+    return f"{rows}, {len(files)} files ({len(files) - kept} written, {kept} kept) + {PACKAGE_FILE}, flags: {flags}"
 
 
 def version_record(version: tuple) -> dict:
