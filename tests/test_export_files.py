@@ -20,7 +20,7 @@ import pytest
 from test_export import csv_rows
 
 from co2db.export_package import file_hash
-from datagen import DATABASE_DIR, U3, build_tree, copy_tree, reading_line, run_make
+from datagen import DATABASE_DIR, U1, U2, U3, build_tree, copy_tree, reading_line, run_make
 
 README = (DATABASE_DIR / "README.md").read_text()
 ROOT = DATABASE_DIR.parent
@@ -267,3 +267,47 @@ def test_the_summaries_script_runs_web_and_export_and_marks_success(tmp_path):
     assert "plots: 3 plots, failed: none" in proc.stdout and "export: 236 rows" in proc.stdout
     assert (tmp_path / "var/pub/export/datapackage.json").is_file()
     assert (tmp_path / "var/pipeline-last-ok").is_file()
+
+
+def test_a_batch_of_units_at_a_time_writes_the_same_files(tmp_path, monkeypatch):
+    """From scratch the export holds one batch of units at a time (memory);
+    one unit per batch gives the very same files as make's run."""
+    from test_export import PERIODS, exported_tree, line
+
+    from co2db import export_build
+    from co2db.export import export as run_export
+
+    hours = [datetime(2019, 12, 30) + timedelta(hours=7 * i) for i in range(60)]  # before, in and after periods
+    readings = {u: [line(u, t.strftime("%Y-%m-%d"), t.strftime("%H:%M:%S")) for t in hours] for u in (U1, U2, U3)}
+    tree, proc = exported_tree(tmp_path / "tree", readings, PERIODS)
+    assert "180 rows, 18 files" in proc.stdout, proc.stdout[-400:]  # 6 sites and the units' own files
+    monkeypatch.setattr(export_build, "BATCH_UNITS", 1)
+    assert "180 rows, 18 files (18 written, 0 kept)" in run_export(tree.db_file, tmp_path / "one_by_one")
+    assert_same_exports(tmp_path / "one_by_one", tree.pub_dir / "export")
+    # And an append run in this process (pytest makes any warning an error) as make's.
+    append_day(tree, datetime(2020, 1, 15, 0, 0, 10))
+    run_make(tree, "export")
+    assert "48 rows appended" in run_export(tree.db_file, tmp_path / "one_by_one")
+    assert_same_exports(tmp_path / "one_by_one", tree.pub_dir / "export")
+
+
+def assert_same_exports(one: Path, other: Path) -> None:
+    ours, theirs = files_of(one), files_of(other)
+    assert sorted(ours) == sorted(theirs)
+    for path in ours:
+        if path != "datapackage.json":
+            assert ours[path][0] == theirs[path][0], path
+    packages = [json.loads(files["datapackage.json"][0]) for files in (ours, theirs)]
+    assert [p.pop("created") for p in packages] and packages[0] == packages[1]
+
+
+def test_units_that_shared_a_site_are_in_one_batch():
+    from co2db.deployments import Period, build_layout
+    from co2db.export_build import unit_batches
+
+    def period(unit, site):
+        return Period(unit_id=unit, nickname=None, site=site, tier=1, status="deployed", start=None, end=None)
+
+    layout = build_layout([period("a", "s1"), period("b", "s1"), period("b", "s2"), period("c", "s2"), period("e", None)])
+    assert unit_batches(layout, ["a", "d", "c", "b", "e", None], size=1) == [["a", "c", "b"], ["d"], ["e"], [None]]
+    assert unit_batches(layout, ["a", "d", "c", "b", "e", None], size=4) == [["a", "c", "b", "d"], ["e", None]]

@@ -180,6 +180,11 @@ class Layout:
     # unit_id -> (sorted period starts, periods in that order)
     _timelines: dict[str, tuple[list[datetime], list[Period]]]
 
+    def periods_of(self, unit_id: str) -> list[Period]:
+        """The unit's periods, by start (none for a unit without periods)."""
+        timeline = self._timelines.get(unit_id)
+        return list(timeline[1]) if timeline else []
+
     def is_deployed(self, unit_id: str) -> bool:
         """True when the unit has at least one deployment period (any status)."""
         return unit_id in self._timelines

@@ -6,9 +6,8 @@ Incremental, and never half-written:
 - datapackage.json keeps what the export was made of: a hash of this code
   and of the deployments table (`co2db:base`), and the readings' version
   (`co2db:readings`: the database's generation, its count of edits to
-  co2_readings, the row count and the last rowid; schema.sql's
-  co2_readings_edits). When nothing of it changed, the run ends there
-  (nothing is read or written);
+  co2_readings and the last rowid; schema.sql's co2_readings_edits). When
+  nothing of it changed, the run ends there (nothing is read or written);
 - when only rows were added (same base, generation and edits), the run
   appends (export_append.py): it reads the added rows only and rewrites only
   the files and partitions they fall in;
@@ -64,22 +63,16 @@ def _edits(conn) -> tuple:
 
 def readings_version(conn) -> tuple:
     """(generation, edits, rows, last rowid) of co2_readings: while generation
-    and edits stay the same, rows above the last rowid are the rows added.
-    generation is None in a database without co2_readings_edits (made before
-    it, not imported into since) or just reset."""
+    and edits stay the same, rows above the last rowid are the rows added, and
+    rows is None (not counted: that costs a scan). generation is None in a
+    database without co2_readings_edits (made before it, not imported into
+    since) or just reset; then every row is counted."""
     if not table_exists(conn, "co2_readings"):
         return (None, None, 0, 0)
-    rows, last = conn.execute("SELECT count(*), ifnull(max(rowid), 0) FROM co2_readings").fetchone()
-    return (*_edits(conn), rows, last)
-
-
-def snapshot_key(conn) -> tuple:
-    """What the export's readers check their snapshot by: readings_version
-    without the row count (which costs a scan) where edits are counted."""
     generation, edits = _edits(conn)
-    if generation is None or not table_exists(conn, "co2_readings"):
-        return readings_version(conn)
-    return (generation, edits, conn.execute("SELECT ifnull(max(rowid), 0) FROM co2_readings").fetchone()[0])
+    if generation is None:
+        return (None, None, *conn.execute("SELECT count(*), ifnull(max(rowid), 0) FROM co2_readings").fetchone())
+    return (generation, edits, None, conn.execute("SELECT ifnull(max(rowid), 0) FROM co2_readings").fetchone()[0])
 
 
 def base_fingerprint(conn: sqlite3.Connection, version: tuple) -> str:
@@ -189,22 +182,16 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
             shutil.rmtree(staging, ignore_errors=True)  # left by a run that failed
             staging.mkdir(parents=True)
             # pyarrow, numpy and ADBC: not loaded when nothing is new
-            from .export_append import NotAppendable, append, can_append
+            from .export_append import append, can_append
             from .export_build import FLAG_LIST, SnapshotMoved, Tally, build
 
             tally = Tally()
-            snapshot = (snapshot_key(conn), snapshot_key)  # what the readers check
+            snapshot = (version, readings_version)  # what the readers check
             try:
-                built = None
                 if can_append(export_dir, old, base, version):
-                    try:
-                        built, stats, kept = append(staging, export_dir, old, db, conn, version, snapshot, tally)
-                        what = "appended"
-                    except NotAppendable:
-                        shutil.rmtree(staging)
-                        staging.mkdir()
-                        tally = Tally()
-                if built is None:
+                    built, stats, kept = append(staging, export_dir, old, db, conn, snapshot, tally)
+                    what = "appended"
+                else:
                     built = build(staging, db, conn, snapshot, tally)
                     stats, kept = keep_unchanged(staging, export_dir, old, [f.path for f in built.files])
                     what = ""
@@ -244,8 +231,8 @@ def _export_once(db: Path, export_dir: Path) -> str | None:
 
 
 def version_record(version: tuple) -> dict:
-    generation, edits, rows, last = version
-    return {"generation": generation, "edits": edits, "rows": rows, "last_rowid": last}
+    generation, edits, _, last = version
+    return {"generation": generation, "edits": edits, "last_rowid": last}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,7 @@ from .export_write import (
     csv_groups,
     daily_keys,
     daily_rows,
+    file_order,
     parquet_path,
     partition,
     sorted_rows,
@@ -63,21 +64,15 @@ from .export_write import (
 DAILY_CSV, DAILY_PARQUET = "daily/daily.csv", "daily/daily.parquet"
 
 
-class NotAppendable(Exception):
-    """The database is not the previous export's plus added rows: build from scratch."""
-
-
 def can_append(export_dir: Path, old: dict | None, base: str, version: tuple) -> bool:
     """True when the previous export can be brought up to date by appending."""
-    generation, edits, rows, last = version
+    generation, edits, _, last = version
     previous = (old or {}).get("co2db:readings")
     if generation is None or not isinstance(previous, dict) or old.get("co2db:base") != base:
         return False
     if previous.get("generation") != generation or previous.get("edits") != edits:
         return False
-    if not isinstance(previous.get("last_rowid"), int) or not isinstance(previous.get("rows"), int):
-        return False
-    if previous["last_rowid"] > last or previous["rows"] > rows:
+    if not isinstance(previous.get("last_rowid"), int) or previous["last_rowid"] > last:
         return False
     for res in old["resources"]:
         try:
@@ -151,10 +146,9 @@ def count_flags(table: pa.Table, tally: Tally) -> None:
 def _from_parquet(path: Path, site: str | None) -> pa.Table:
     """A partition file of a site read back as export rows (TABLE_SCHEMA)."""
     table = pq.read_table(path)
-    epoch = pc.cast(pc.cast(table.column("ts"), pa.timestamp("s", tz="UTC")), pa.int64())  # stored as ms
-    seconds = pc.fill_null(epoch, 0).to_numpy().astype("datetime64[s]")
-    text = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z")
-    ts = pc.if_else(pc.is_valid(epoch), pa.array(text, pa.string()), pa.scalar(None, pa.string()))
+    seconds = pc.cast(table.column("ts"), pa.timestamp("s", tz="UTC"))  # stored as ms
+    epoch = pc.cast(seconds, pa.int64())
+    ts = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
     columns = []
     for field in TABLE_SCHEMA:
         if field.name == "ts":
@@ -162,7 +156,7 @@ def _from_parquet(path: Path, site: str | None) -> pa.Table:
         elif field.name == EPOCH_COLUMN:
             columns.append(epoch)
         elif field.name == "site":
-            columns.append(pa.array([site] * table.num_rows, pa.string()))
+            columns.append(pa.nulls(table.num_rows, pa.string()) if site is None else pa.repeat(site, table.num_rows))
         else:
             columns.append(table.column(field.name))
     return pa.Table.from_arrays(columns, schema=TABLE_SCHEMA).combine_chunks()
@@ -274,7 +268,7 @@ def _copy(src, dst, length: int) -> None:
     dst.seek(length)
 
 
-def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: tuple, snapshot: tuple, tally: Tally):
+def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, snapshot: tuple, tally: Tally):
     """Bring the previous export up to date in staging; returns (Built, stats, files kept)."""
     prev_last = old["co2db:readings"]["last_rowid"]
     layout = unit_layout(conn)
@@ -283,8 +277,6 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: 
     parts = Partitions(export_dir, old)
     try:
         added = pool.reader().records("rowid > ?", (prev_last,), tally)
-        if old["co2db:readings"]["rows"] + added.num_rows != version[2]:
-            raise NotAppendable  # rows gone without an edit counted (cannot be, but then: from scratch)
         units = pc.unique(added.column("unit_id")).to_pylist()
 
         def unit_changes(unit):
@@ -310,26 +302,30 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, version: 
                 table = table.filter(pc.invert(pc.is_in(_row_keys(table), value_set=removed)))
             return key, pa.concat_tables([table, gathered(pieces.parquet[key])]).combine_chunks()
 
-        written: dict[str, Written] = {}
+        written: dict[str, tuple[Written, tuple]] = {}  # path -> (file, its size and hash)
+
+        def hashed(w: Written) -> tuple[Written, tuple]:
+            return w, file_hash(staging / w.path)  # in the writing thread, while the file is in the cache
+
         for key, table in pool.map(rewrite_partition, sorted(pieces.parquet)):
             parts.put(key, table)
-        for w in pool.map(lambda key: write_parquet(staging, key, parts.new[key]), sorted(parts.new)):
-            written[w.path] = w
+        for w, stat in pool.map(lambda key: hashed(write_parquet(staging, key, parts.new[key])), sorted(parts.new)):
+            written[w.path] = w, stat
         previous = {r["path"]: r for r in old["resources"]}
 
         def csv_file(path):
             rows = gathered(pieces.csv[path])
             if path in previous:
-                return rewrite_csv(staging, export_dir, previous[path], rows, parts)
-            return write_csv(staging, path, rows)
+                return hashed(rewrite_csv(staging, export_dir, previous[path], rows, parts))
+            return hashed(write_csv(staging, path, rows))
 
-        for w in pool.map(csv_file, sorted(pieces.csv)):
-            written[w.path] = w
+        for w, stat in pool.map(csv_file, sorted(pieces.csv)):
+            written[w.path] = w, stat
         daily = _new_daily(export_dir, changed, parts)
     finally:
         pool.close()
     for w in write_daily(staging, daily):
-        written[w.path] = w
+        written[w.path] = hashed(w)
     files, stats, kept = _all_files(staging, export_dir, old, written)
     span, units_, sites = describe([changed])
     temporal = old.get("temporal") or {}
@@ -361,16 +357,7 @@ def _new_daily(export_dir: Path, changed: pa.Table, parts: Partitions) -> list[p
     return summaries
 
 
-def _order(w: Written) -> tuple:
-    """The full export's order of files: CSV by path, partitions by key, the daily files."""
-    if w.path.startswith("csv/"):
-        return (0, w.path)
-    if w.path.startswith("parquet/"):
-        return (1, *_parquet_key(w.path))
-    return (2, w.path)
-
-
-def _all_files(staging: Path, export_dir: Path, old: dict, written: dict[str, Written]):
+def _all_files(staging: Path, export_dir: Path, old: dict, written: dict[str, tuple]):
     """Every file of the export: the written ones hashed, the others hard-linked
     from the previous export with its size and hash. (files, stats, kept)"""
     stats, files, kept = {}, [], 0
@@ -386,7 +373,7 @@ def _all_files(staging: Path, export_dir: Path, old: dict, written: dict[str, Wr
         stats[res["path"]] = (res["bytes"], res["hash"])
         files.append(_old_written(res))
         kept += 1
-    for path, w in written.items():
-        stats[path] = file_hash(staging / path)
+    for path, (w, stat) in written.items():
+        stats[path] = stat
         files.append(w)
-    return sorted(files, key=_order), stats, kept
+    return sorted(files, key=file_order), stats, kept

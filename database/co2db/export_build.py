@@ -11,6 +11,7 @@ pyarrow, numpy or the ADBC driver at all.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 import threading
@@ -20,15 +21,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .export_read import Reader, SnapshotMoved, Tally, unit_ids, unit_where
 from .export_rows import EPOCH_COLUMN, FLAG_LIST, unit_layout, unit_table
-from .export_write import Written, csv_groups, daily_rows, partition_groups, write_csv, write_daily, write_parquet
+from .export_write import (
+    BAD_TIME_CSV,
+    NULL_PARTITION,
+    Written,
+    csv_groups,
+    daily_rows,
+    file_order,
+    partition_groups,
+    write_csv,
+    write_daily,
+    write_parquet,
+)
 from .readonly import table_exists
 
 __all__ = ["FLAG_LIST", "SnapshotMoved", "Tally", "build"]
+NO_SITE, NO_YEAR = f"site={NULL_PARTITION}", f"year={NULL_PARTITION}"
 WORKERS = 2  # units read and computed, files written, at once (SQLite, ADBC and pyarrow release the GIL)
 
 
@@ -105,45 +120,135 @@ class Built:
     sites: list[str]
 
 
-def describe(tables: Iterable[pa.Table]) -> tuple[tuple, list[str], list[str]]:
-    """(time span, units, sites) of the rows of tables."""
-    from .export_rows import ts_text
+@dataclass
+class Covered:
+    """The time span, units and sites of the rows seen so far."""
 
-    low = high = None
-    units: set[str] = set()
-    sites: set[str] = set()
-    for table in tables:
-        units.update(u for u in pc.unique(table.column("unit_id")).to_pylist() if u is not None)
-        sites.update(s for s in pc.unique(table.column("site")).to_pylist() if s is not None)
+    low: int | None = None
+    high: int | None = None
+    units: set = field(default_factory=set)
+    sites: set = field(default_factory=set)
+
+    def add(self, table: pa.Table) -> None:
+        self.units.update(u for u in pc.unique(table.column("unit_id")).to_pylist() if u is not None)
+        self.sites.update(s for s in pc.unique(table.column("site")).to_pylist() if s is not None)
         lo, hi = (v.as_py() for v in pc.min_max(table.column(EPOCH_COLUMN)).values())
         if lo is not None:
-            low, high = min(lo, low if low is not None else lo), max(hi, high if high is not None else hi)
-    span = (ts_text(low), ts_text(high)) if low is not None else (None, None)
-    return span, sorted(units), sorted(sites)
+            self.low = lo if self.low is None else min(lo, self.low)
+            self.high = hi if self.high is None else max(hi, self.high)
+
+    def described(self) -> tuple[tuple, list[str], list[str]]:
+        from .export_rows import ts_text
+
+        span = (ts_text(self.low), ts_text(self.high)) if self.low is not None else (None, None)
+        return span, sorted(self.units), sorted(self.sites)
+
+
+def describe(tables: Iterable[pa.Table]) -> tuple[tuple, list[str], list[str]]:
+    """(time span, units, sites) of the rows of tables."""
+    covered = Covered()
+    for table in tables:
+        covered.add(table)
+    return covered.described()
+
+
+BATCH_UNITS = 16  # units whose rows are held at once (more when a site's units are more)
+
+
+def unit_batches(layout, units: list, size: int | None = None) -> list[list]:
+    """The units in batches of about size (BATCH_UNITS), every site's units in one batch
+    (units are linked through the sites of their periods), so that a batch's
+    files are complete when it is written. Rows in no site (the NULL-site
+    partitions and bad_time.csv, shared by all units) are written last."""
+    size = size or BATCH_UNITS
+    parent = {unit: unit for unit in units}
+
+    def root(unit):
+        while parent[unit] != unit:
+            parent[unit] = parent[parent[unit]]
+            unit = parent[unit]
+        return unit
+
+    first_at: dict[str, object] = {}
+    for unit in units:
+        for period in layout.periods_of(unit) if unit is not None else []:
+            if period.site is None:
+                continue
+            other = first_at.setdefault(period.site, unit)
+            parent[root(unit)] = root(other)
+    linked: dict = {}
+    for unit in units:
+        linked.setdefault(root(unit), []).append(unit)
+    batches, batch = [], []
+    for group in linked.values():
+        if batch and len(batch) + len(group) > size:
+            batches.append(batch)
+            batch = []
+        batch += group
+    return [*batches, batch] if batch else batches
 
 
 def build(staging: Path, db: Path, conn: sqlite3.Connection, snapshot: tuple, tally: Tally) -> Built:
-    """Write every data file into staging, from scratch. snapshot: (key,
-    key_of) that the readers' connections must agree on with conn; raises
-    SnapshotMoved when the database changed since (export.py runs again)."""
+    """Write every data file into staging, from scratch, a batch of units at
+    a time (memory: one batch). snapshot: (key, key_of) that the readers'
+    connections must agree on with conn; raises SnapshotMoved when the
+    database changed since (export.py runs again)."""
     layout = unit_layout(conn)
     units = unit_ids(conn) if table_exists(conn, "co2_readings") else []
     cache: dict = {}
     pool = Pool(db, snapshot)
+    files, summaries, covered = [], [], Covered()
+    spill = Spill(staging / ".spill")
     try:
-        results = pool.map(lambda unit: _unit_rows(pool, layout, cache, unit), units)
-        pieces, summaries, tables = Pieces(), [], []
-        for unit, (table, daily, unit_tally) in zip(units, results, strict=True):
-            pieces.add(table)
-            tables.append(table)
-            summaries.append(daily)
-            tally.rows += unit_tally.rows
-            tally.flags.update(unit_tally.flags)
-            tally.unusable.update(unit_tally.unusable)
-            print(f"export: {unit}: {table.num_rows} rows", file=sys.stderr)
-        del results
-        files = write_files(pool, staging, pieces)
+        for batch in unit_batches(layout, units):
+            results = pool.map(lambda unit: _unit_rows(pool, layout, cache, unit), batch)
+            pieces = Pieces()
+            for unit, (table, daily, unit_tally) in zip(batch, results, strict=True):
+                pieces.add(table)
+                covered.add(table)
+                summaries.append(daily)
+                tally.rows += unit_tally.rows
+                tally.flags.update(unit_tally.flags)
+                tally.unusable.update(unit_tally.unusable)
+                print(f"export: {unit}: {table.num_rows} rows", file=sys.stderr)
+            del results
+            files += write_files(pool, staging, spill.keep(pieces))
+        files += write_files(pool, staging, spill.pieces())
     finally:
         pool.close()
+        spill.remove()
     files += write_daily(staging, summaries)
-    return Built(files, *describe(tables))
+    return Built(sorted(files, key=file_order), *covered.described())
+
+
+class Spill:
+    """The rows in no site, shared by the units of every batch, set aside in
+    Parquet files (one per batch and partition) until every batch is read."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files: dict[tuple[str, str], list[Path]] = defaultdict(list)
+
+    def keep(self, pieces: Pieces) -> Pieces:
+        """The pieces to write now; the rows in no site set aside."""
+        shared = [key for key in pieces.parquet if key[0] == NO_SITE]
+        for key in shared:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"{sum(map(len, self.files.values()))}.parquet"
+            pq.write_table(gathered(pieces.parquet.pop(key)), path, compression="lz4")
+            self.files[key].append(path)
+        pieces.csv.pop(BAD_TIME_CSV, None)  # the rows of the no-site, no-year partition
+        return pieces
+
+    def pieces(self) -> Pieces:
+        """The set-aside rows as the pieces of their files."""
+        pieces = Pieces()
+        for key in sorted(self.files):
+            table = pa.concat_tables([pq.read_table(path) for path in self.files[key]])
+            pieces.parquet[key].append((table, np.arange(table.num_rows)))
+            if key[1] == NO_YEAR:
+                pieces.csv[BAD_TIME_CSV].append((table, np.arange(table.num_rows)))
+        return pieces
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

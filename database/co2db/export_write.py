@@ -285,6 +285,16 @@ def parquet_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=_PARQUET_SCHEMA)
 
 
+def file_order(w: Written) -> tuple:
+    """The order of the files in the package: CSV by path, partitions by key, the daily files."""
+    if w.path.startswith("csv/"):
+        return (0, w.path)
+    if w.path.startswith("parquet/"):
+        _, site_dir, year_dir, _ = w.path.split("/")
+        return (1, site_dir, year_dir)
+    return (2, w.path)
+
+
 def parquet_path(key: tuple[str, str]) -> str:
     return f"parquet/{key[0]}/{key[1]}/part-0.parquet"
 
@@ -350,7 +360,7 @@ def write_daily(folder: Path, summaries: list[pa.Table]) -> list[Written]:
     """daily/daily.csv and daily/daily.parquet, the same rows, by day, unit, site, status, tier."""
     table = pa.concat_tables([DAILY_SCHEMA.empty_table(), *summaries])
     order = [(c[0], "ascending") for c in DAILY_COLUMNS[:5]]
-    table = table.take(pc.sort_indices(table, sort_keys=order, null_placement="at_start"))
+    table = table.take(pc.sort_indices(table, sort_keys=order))  # empty values last
     (folder / "daily").mkdir(parents=True, exist_ok=True)
     write_csv_file(folder / "daily/daily.csv", table, columns=DAILY_COLUMNS)
     typed = pa.Table.from_arrays(table.columns, schema=arrow_schema(DAILY_COLUMNS))
