@@ -143,12 +143,17 @@ def count_flags(table: pa.Table, tally: Tally) -> None:
         tally.flags[item["values"]] += item["counts"]
 
 
+def with_ts_text(table: pa.Table) -> pa.Table:
+    """The rows with ts written from their epoch seconds (as the raw date and time give it)."""
+    seconds = pc.cast(table.column(EPOCH_COLUMN), pa.timestamp("s", tz="UTC"))
+    return table.set_column(0, "ts", pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"))
+
+
 def _from_parquet(path: Path, site: str | None) -> pa.Table:
     """A partition file of a site read back as export rows (TABLE_SCHEMA)."""
     table = pq.read_table(path)
-    seconds = pc.cast(table.column("ts"), pa.timestamp("s", tz="UTC"))  # stored as ms
-    epoch = pc.cast(seconds, pa.int64())
-    ts = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+    epoch = pc.cast(pc.cast(table.column("ts"), pa.timestamp("s", tz="UTC")), pa.int64())  # stored as ms
+    ts = pa.nulls(table.num_rows, pa.string())  # the text only where a CSV file is written: with_ts_text
     columns = []
     for field in TABLE_SCHEMA:
         if field.name == "ts":
@@ -225,7 +230,7 @@ def rewrite_csv(staging: Path, export_dir: Path, res: dict, rows: pa.Table, part
     if start is not None:
         month_start = int(np.datetime64(start[0], "M").astype("datetime64[s]").astype(np.int64))
         tail = tail.filter(pc.greater_equal(tail.column(EPOCH_COLUMN), month_start))
-    tail = sorted_rows(tail)
+    tail = with_ts_text(sorted_rows(tail))
     offset, before = (start[1], start[2]) if start else (len(HEADER), 0)
     out = staging / path
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,9 +242,8 @@ def rewrite_csv(staging: Path, export_dir: Path, res: dict, rows: pa.Table, part
             marks = None  # a field now needs quotes: the whole file, quoted
     if marks is None:
         tables = [parts.table(key) for key in parts.of_site(site_dir, None)]
-        return write_csv(
-            staging, path, gathered([(t, r) for t in tables if (r := csv_groups(t).get(path)) is not None])
-        )
+        rows = gathered([(t, r) for t in tables if (r := csv_groups(t).get(path)) is not None])
+        return write_csv(staging, path, with_ts_text(rows))
     return Written(
         path, "csv", before + tail.num_rows, res["description"], "readings", (*kept, *marks), res["co2db:quoting"]
     )
