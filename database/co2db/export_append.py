@@ -26,6 +26,7 @@ generation and edit count, the previous files all there). Then:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -258,7 +259,9 @@ def _copy(src, dst, length: int) -> None:
             if n == 0:
                 break
             done += n
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+            raise  # a full disk, say: the run fails, the previous export stays
         src.seek(done)
         dst.seek(done)
         while done < length:
