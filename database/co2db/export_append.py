@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from .export_build import Built, Pieces, Pool, describe, gathered
 from .export_package import file_hash
 from .export_read import Tally, unit_where
-from .export_rows import EPOCH_COLUMN, TABLE_SCHEMA, unit_layout, unit_table
+from .export_rows import EPOCH_COLUMN, TABLE_SCHEMA, repeat_close, unit_layout, unit_table
 from .export_write import (
     BAD_TIME_CSV,
     DAILY_SCHEMA,
@@ -104,10 +104,6 @@ def _day_text(day: str, delta: int) -> str | None:
         return None
 
 
-def _flags_key(table: pa.Table) -> np.ndarray:
-    return pc.fill_null(table.column("qc_flags"), "").to_numpy(zero_copy_only=False)
-
-
 def _row_keys(table: pa.Table) -> pa.Array:
     """unit, source file and line of each row, as one text (NULL as \\x01)."""
     parts = [pc.cast(table.column(c), pa.string()) for c in ("unit_id", "source_file", "source_line")]
@@ -125,10 +121,15 @@ def changed_rows(pool: Pool, layout, cache: dict, prev_last: int, unit: str | No
         (*params, prev_last, json.dumps(sorted(around))),
         Tally(),
     )
-    before = unit_table(layout, unit, older, cache, Tally())
     after = unit_table(layout, unit, pa.concat_tables([older, added]), cache, Tally())
     n = older.num_rows
-    moved = (_flags_key(before) != _flags_key(after.slice(0, n))) & np.isin(
+    # Only repeat_time and close_pair look at other rows: the older rows' without the added ones.
+    epoch = after.column(EPOCH_COLUMN)
+    timed = epoch.is_valid().to_numpy(zero_copy_only=False)
+    seconds = pc.fill_null(epoch, 0).to_numpy()
+    repeat, close = repeat_close(seconds, timed)
+    repeat_before, close_before = repeat_close(seconds[:n], timed[:n])
+    moved = ((repeat[:n] != repeat_before) | (close[:n] != close_before)) & np.isin(
         older.column("date").to_numpy(zero_copy_only=False), list(touched)
     )
     new = after.slice(n)

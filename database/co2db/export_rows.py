@@ -142,7 +142,7 @@ def co2_columns(ten: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array
     )
 
 
-def _repeat_close(epoch: np.ndarray, timed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def repeat_close(epoch: np.ndarray, timed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """repeat_time and close_pair of one unit's rows (only timed rows can have them)."""
     repeat = np.zeros(len(epoch), dtype=bool)
     close = np.zeros(len(epoch), dtype=bool)
@@ -177,7 +177,7 @@ def unit_table(layout: Layout, unit: str | None, raw: pa.Table, cache: dict, tal
     deployed = np.array([p.given_status == "deployed" for p in periods] + [False])[pick]
     temp = _floats(raw.column("temp"))
     ten = np.column_stack([_floats(raw.column(name)) for name in CO2_NAMES]) if n else np.zeros((0, 10))
-    repeat, close = _repeat_close(epoch, timed)
+    repeat, close = repeat_close(epoch, timed)
     bits = (
         ~timed,
         (temp == SENSOR_LIMIT_TEMP) | np.isin(ten, SENSOR_LIMIT_CO2).any(axis=1),
