@@ -10,7 +10,9 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -242,7 +244,7 @@ def test_a_run_failing_midway_leaves_the_previous_export_intact(tmp_path):
         assert proc.returncode != 0, proc.stdout
         assert "cannot write the export beside" in proc.stderr and "the previous export is unchanged" in proc.stderr
         assert files_of(disk / "export") == before
-        assert sorted(p.name for p in disk.iterdir()) == ["export", "filler"]  # no staging left
+        assert sorted(p.name for p in disk.iterdir()) == [".export.lock", "export", "filler"]  # no staging left
         check_package(disk / "export")
         os.unlink(disk / "filler")
         proc = run_make(tree, "export", make_var)
@@ -311,3 +313,27 @@ def test_units_that_shared_a_site_are_in_one_batch():
     layout = build_layout([period("a", "s1"), period("b", "s1"), period("b", "s2"), period("c", "s2"), period("e", None)])
     assert unit_batches(layout, ["a", "d", "c", "b", "e", None], size=1) == [["a", "c", "b"], ["d"], ["e"], [None]]
     assert unit_batches(layout, ["a", "d", "c", "b", "e", None], size=4) == [["a", "c", "b", "d"], ["e", None]]
+
+
+def test_a_second_export_waits_for_the_first(exported):
+    """The timer's run and one by hand never write the same staging folder at once."""
+    import fcntl
+
+    export = exported.pub_dir / "export"
+    append_day(exported, datetime(2020, 1, 15, 0, 0, 10))
+    with open(export.with_name(".export.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a first run holds it
+        cmd = ["make", "-C", str(DATABASE_DIR), *exported.make_vars(), f"PYTHON={sys.executable}", "export"]
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            waiting = b""
+            deadline = time.monotonic() + 60
+            while b"waiting for it" not in waiting and time.monotonic() < deadline and second.poll() is None:
+                waiting += os.read(second.stderr.fileno(), 4096)
+            assert b"another export into" in waiting and second.poll() is None, waiting
+            assert not export.with_name(".export.staging").exists()  # it has not started
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0 and "48 rows appended" in out
+    check_package(export)

@@ -20,13 +20,15 @@ Incremental, and never half-written:
   renames where the kernel lacks it) and the old one removed. A run that
   fails before the swap leaves EXPORT_DIR as it was: files and
   datapackage.json always agree. EXPORT_DIR is a real folder, never a
-  symlink (refused: the server does not follow them).
+  symlink (refused: the server does not follow them). Two runs into one
+  EXPORT_DIR go one after the other (flock on .<name>.lock beside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import hashlib
 import os
 import shutil
@@ -159,10 +161,17 @@ def export(db: Path, export_dir: Path) -> str:
         raise CommandError(f"{export_dir} is a symlink; the server refuses those: make it a real folder")
     if export_dir.exists() and not export_dir.is_dir():
         raise CommandError(f"{export_dir} exists and is not a folder: move it away")
-    for _ in range(SNAPSHOT_TRIES):
-        done = _export_once(db, export_dir)
-        if done is not None:
-            return done
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(export_dir.with_name(f".{export_dir.name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # the timer's run and one by hand: one after the other, never both
+            print(f"export: another export into {export_dir} is running; waiting for it", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(SNAPSHOT_TRIES):
+            done = _export_once(db, export_dir)
+            if done is not None:
+                return done
     raise CommandError("the database kept changing while the export started (an import running?): run it again")
 
 
