@@ -102,10 +102,8 @@ def fingerprint(base: str, version: tuple) -> str:
     return hashlib.sha256(f"{base} {version!r}".encode()).hexdigest()
 
 
-def up_to_date(export_dir: Path, package: dict | None, print_: str) -> bool:
-    """True when the previous export has this fingerprint and all its files (by size)."""
-    if package is None or package.get("co2db:fingerprint") != print_:
-        return False
+def files_intact(export_dir: Path, package: dict) -> bool:
+    """True when every file of the package is there, of its size."""
     for res in package["resources"]:
         try:
             if (export_dir / res["path"]).stat().st_size != res["bytes"]:
@@ -113,6 +111,11 @@ def up_to_date(export_dir: Path, package: dict | None, print_: str) -> bool:
         except (OSError, KeyError, TypeError):
             return False
     return True
+
+
+def up_to_date(export_dir: Path, package: dict | None, print_: str) -> bool:
+    """True when the previous export has this fingerprint and all its files."""
+    return package is not None and package.get("co2db:fingerprint") == print_ and files_intact(export_dir, package)
 
 
 def keep_unchanged(staging: Path, export_dir: Path, old: dict | None, paths: list[str]) -> tuple[dict, int]:

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .export import files_intact
 from .export_build import Built, Pieces, Pool, describe, gathered
 from .export_package import file_hash
 from .export_read import Tally, unit_where
@@ -75,15 +76,12 @@ def can_append(export_dir: Path, old: dict | None, base: str, version: tuple) ->
         return False
     if not isinstance(previous.get("last_rowid"), int) or previous["last_rowid"] > last:
         return False
-    for res in old["resources"]:
-        try:
-            if (export_dir / res["path"]).stat().st_size != res["bytes"]:
-                return False
-        except (OSError, KeyError, TypeError):
-            return False
-        if res.get("format") == "csv" and res["path"].startswith("csv/") and "co2db:months" not in res:
-            return False
-    return True
+    resources = old["resources"]
+    if not all(
+        isinstance(r, dict) and ("co2db:months" in r or not str(r.get("path")).startswith("csv/")) for r in resources
+    ):
+        return False  # an export from before CSV files said where their months start
+    return files_intact(export_dir, old)
 
 
 def _parquet_key(path: str) -> tuple[str, str]:
