@@ -40,20 +40,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .export import files_intact
-from .export_build import Built, Pieces, Pool, describe, gathered
+from .export_build import Built, Covered, Pieces, Pool, gathered
 from .export_package import file_hash
 from .export_read import Tally, unit_where
 from .export_rows import EPOCH_COLUMN, TABLE_SCHEMA, repeat_close, unit_layout, unit_table
 from .export_write import (
     BAD_TIME_CSV,
+    DAILY_PARQUET,
     DAILY_SCHEMA,
     HEADER,
     NULL_PARTITION,
     Written,
     csv_groups,
-    daily_keys,
     daily_rows,
     file_order,
+    joined_keys,
+    parquet_key,
     parquet_path,
     partition,
     sorted_rows,
@@ -62,8 +64,6 @@ from .export_write import (
     write_daily,
     write_parquet,
 )
-
-DAILY_CSV, DAILY_PARQUET = "daily/daily.csv", "daily/daily.parquet"
 
 
 def can_append(export_dir: Path, old: dict | None, base: str, version: tuple) -> bool:
@@ -84,11 +84,6 @@ def can_append(export_dir: Path, old: dict | None, base: str, version: tuple) ->
     return files_intact(export_dir, old)
 
 
-def _parquet_key(path: str) -> tuple[str, str]:
-    _, site_dir, year_dir, _ = path.split("/")
-    return site_dir, year_dir
-
-
 def _old_written(res: dict) -> Written:
     table = "daily" if res["path"].startswith("daily/") else "readings"
     months = tuple(tuple(m) for m in res.get("co2db:months", ()))
@@ -103,9 +98,8 @@ def _day_text(day: str, delta: int) -> str | None:
 
 
 def _row_keys(table: pa.Table) -> pa.Array:
-    """unit, source file and line of each row, as one text (NULL as \\x01)."""
-    parts = [pc.cast(table.column(c), pa.string()) for c in ("unit_id", "source_file", "source_line")]
-    return pc.binary_join_element_wise(*parts, "\x00", null_handling="replace", null_replacement="\x01")
+    """unit, source file and line of each row, as one text."""
+    return joined_keys(*(table.column(c) for c in ("unit_id", "source_file", "source_line")))
 
 
 def changed_rows(pool: Pool, layout, cache: dict, prev_last: int, unit: str | None, added: pa.Table, tally: Tally):
@@ -173,7 +167,7 @@ class Partitions:
 
     def __init__(self, export_dir: Path, old: dict) -> None:
         self.export_dir = export_dir
-        self.keys = {_parquet_key(r["path"]) for r in old["resources"] if r["path"].startswith("parquet/")}
+        self.keys = {parquet_key(r["path"]) for r in old["resources"] if r["path"].startswith("parquet/")}
         # Folder name -> site (a long name is cut in its folder's name; the package has it whole).
         self.sites = {partition(site, None)[0]: site for site in old.get("co2db:sites", [])}
         self.old = set(self.keys)
@@ -199,6 +193,16 @@ class Partitions:
                 keys.append(key)
         return keys
 
+    def csv_rows(self, path: str, site_dir: str, from_year: int | None) -> pa.Table:
+        """The rows of one CSV file held in a site folder's partitions, from a year on (unsorted)."""
+        pieces = []
+        for key in self.of_site(site_dir, from_year):
+            table = self.table(key)
+            mine = csv_groups(table).get(path)
+            if mine is not None:
+                pieces.append((table, mine))
+        return gathered(pieces) if pieces else TABLE_SCHEMA.empty_table()
+
 
 def _csv_site_dir(path: str, rows: pa.Table) -> str:
     """The site folder whose partitions hold a CSV file's rows."""
@@ -220,13 +224,7 @@ def rewrite_csv(staging: Path, export_dir: Path, res: dict, rows: pa.Table, part
     start = kept.pop() if kept else None  # the month written again from its start
     site_dir = _csv_site_dir(path, rows)
     from_year = int(start[0][:4]) if start else None
-    pieces = []
-    for key in parts.of_site(site_dir, from_year):
-        table = parts.table(key)
-        mine = csv_groups(table).get(path)
-        if mine is not None:
-            pieces.append((table, mine))
-    tail = gathered(pieces) if pieces else TABLE_SCHEMA.empty_table()
+    tail = parts.csv_rows(path, site_dir, from_year)
     if start is not None:
         month_start = int(np.datetime64(start[0], "M").astype("datetime64[s]").astype(np.int64))
         tail = tail.filter(pc.greater_equal(tail.column(EPOCH_COLUMN), month_start))
@@ -241,9 +239,7 @@ def rewrite_csv(staging: Path, export_dir: Path, res: dict, rows: pa.Table, part
         except pa.ArrowInvalid:
             marks = None  # a field now needs quotes: the whole file, quoted
     if marks is None:
-        tables = [parts.table(key) for key in parts.of_site(site_dir, None)]
-        rows = gathered([(t, r) for t in tables if (r := csv_groups(t).get(path)) is not None])
-        return write_csv(staging, path, with_ts_text(rows))
+        return write_csv(staging, path, with_ts_text(parts.csv_rows(path, site_dir, None)))
     return Written(
         path, "csv", before + tail.num_rows, res["description"], "readings", (*kept, *marks), res["co2db:quoting"]
     )
@@ -283,7 +279,7 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, snapshot:
     parts = Partitions(export_dir, old)
     try:
         added = pool.reader().records("rowid > ?", (prev_last,), tally)
-        units = pc.unique(added.column("unit_id")).to_pylist()
+        added_units = pc.unique(added.column("unit_id")).to_pylist()
 
         def unit_changes(unit):
             mine = added.filter(
@@ -292,11 +288,10 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, snapshot:
             unit_tally = Tally()
             return (*changed_rows(pool, layout, cache, prev_last, unit, mine, unit_tally), unit_tally)
 
-        results = pool.map(unit_changes, units)
+        results = pool.map(unit_changes, added_units)
         moved = [r[1] for r in results]
         for _, _, unit_tally in results:
-            tally.rows += unit_tally.rows
-            tally.flags.update(unit_tally.flags)
+            tally.add(unit_tally)
         changed = pa.concat_tables([TABLE_SCHEMA.empty_table(), *(r[0] for r in results), *moved]).combine_chunks()
         removed = _row_keys(pa.concat_tables([TABLE_SCHEMA.empty_table(), *moved]))
         pieces = Pieces()
@@ -333,15 +328,15 @@ def append(staging: Path, export_dir: Path, old: dict, db: Path, conn, snapshot:
     for w in write_daily(staging, daily):
         written[w.path] = hashed(w)
     files, stats, kept = _all_files(staging, export_dir, old, written)
-    span, units_, sites = describe([changed])
-    temporal = old.get("temporal") or {}
+    covered = Covered(units=set(old.get("co2db:units", [])), sites=set(old.get("co2db:sites", [])))
+    covered.add(changed)
+    span, units, sites = covered.described()
+    temporal = old.get("temporal") or {}  # the ISO texts order as the times do
     starts = [s for s in (temporal.get("start"), span[0]) if s]
     ends = [e for e in (temporal.get("end"), span[1]) if e]
     span = (min(starts) if starts else None, max(ends) if ends else None)
-    units_ = sorted({*old.get("co2db:units", []), *units_})
-    sites = sorted({*old.get("co2db:sites", []), *sites})
     print(f"export: appended {tally.rows} rows, {len(removed)} older rows re-flagged", file=sys.stderr)
-    return Built(files, span, units_, sites), stats, kept
+    return Built(files, span, units, sites), stats, kept
 
 
 def _new_daily(export_dir: Path, changed: pa.Table, parts: Partitions) -> list[pa.Table]:
@@ -349,13 +344,13 @@ def _new_daily(export_dir: Path, changed: pa.Table, parts: Partitions) -> list[p
 
     def keys(table: pa.Table) -> pa.Array:  # of timed rows
         days = pa.array(table.column(EPOCH_COLUMN).to_numpy() // 86400, pa.int32()).cast(pa.date32())  # floor
-        return daily_keys(days, table.column("unit_id"), table.column("site"))
+        return joined_keys(days, table.column("unit_id"), table.column("site"))
 
     timed = changed.filter(pc.is_valid(changed.column(EPOCH_COLUMN)))
     touched = pc.unique(keys(timed))
     old = pq.read_table(export_dir / DAILY_PARQUET)
     old = pa.Table.from_arrays(old.columns, schema=DAILY_SCHEMA)
-    kept = pc.invert(pc.is_in(daily_keys(old.column("date"), old.column("unit_id"), old.column("site")), touched))
+    kept = pc.invert(pc.is_in(joined_keys(old.column("date"), old.column("unit_id"), old.column("site")), touched))
     summaries = [old.filter(kept)]
     for table in parts.new.values():
         table = table.filter(pc.is_valid(table.column(EPOCH_COLUMN)))

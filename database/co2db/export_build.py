@@ -144,14 +144,6 @@ class Covered:
         return span, sorted(self.units), sorted(self.sites)
 
 
-def describe(tables: Iterable[pa.Table]) -> tuple[tuple, list[str], list[str]]:
-    """(time span, units, sites) of the rows of tables."""
-    covered = Covered()
-    for table in tables:
-        covered.add(table)
-    return covered.described()
-
-
 BATCH_UNITS = 16  # units whose rows are held at once (more when a site's units are more)
 
 
@@ -207,9 +199,7 @@ def build(staging: Path, db: Path, conn: sqlite3.Connection, snapshot: tuple, ta
                 pieces.add(table)
                 covered.add(table)
                 summaries.append(daily)
-                tally.rows += unit_tally.rows
-                tally.flags.update(unit_tally.flags)
-                tally.unusable.update(unit_tally.unusable)
+                tally.add(unit_tally)
                 print(f"export: {unit}: {table.num_rows} rows", file=sys.stderr)
             del results
             files += write_files(pool, staging, spill.keep(pieces))

@@ -68,6 +68,11 @@ class Tally:
     flags: Counter = field(default_factory=Counter)
     unusable: Counter = field(default_factory=Counter)  # column -> values taken as empty
 
+    def add(self, other: Tally) -> None:
+        self.rows += other.rows
+        self.flags.update(other.flags)
+        self.unusable.update(other.unusable)
+
 
 class SnapshotMoved(Exception):
     """The database changed between the export's snapshot and a reader's."""
@@ -76,7 +81,7 @@ class SnapshotMoved(Exception):
 class Reader:
     """One thread's two read-only connections (ADBC and sqlite3), each in a
     read transaction on the snapshot whose key_of() is key (export.py's
-    snapshot_key)."""
+    readings_version)."""
 
     def __init__(self, db: Path, key: tuple, key_of) -> None:
         self.plain = open_db_readonly(db, any_thread=True)  # closed by the pool's owner

@@ -120,13 +120,14 @@ def base_order(table: pa.Table) -> np.ndarray:
     return np.lexsort((line, source, unit, epoch))
 
 
-def _groups(base: np.ndarray, keys: list[np.ndarray]):
-    """(first row index, row indices) of each group of equal keys, the groups in
-    key order, each group's rows in base order."""
-    code = np.zeros(len(base), dtype=np.int64)
+def _groups(keys: list[np.ndarray]):
+    """(first row index, row indices) of each group of equal keys (per-row
+    codes, one array per key), the groups in key order, each group's rows in
+    row order."""
+    code = np.zeros(len(keys[0]), dtype=np.int64)
     for key in keys:  # codes >= -2: mixed into one integer, in key order
         code = code * (int(key.max(initial=0)) + 3) + (key + 2)
-    order = base[np.argsort(code[base], kind="stable")]
+    order = np.argsort(code, kind="stable")
     if not len(order):
         return
     ordered = code[order]
@@ -137,13 +138,12 @@ def _groups(base: np.ndarray, keys: list[np.ndarray]):
 
 def csv_groups(table: pa.Table) -> dict[str, np.ndarray]:
     """CSV path -> the row indices of its rows (in table order)."""
-    base = np.arange(table.num_rows)
     bad = table.column(EPOCH_COLUMN).is_null().to_numpy(zero_copy_only=False)
     site, _ = _codes(table.column("site"))
     unit, _ = _codes(table.column("unit_id"))
     keys = [bad.astype(np.int64), np.where(bad, -2, site), np.where(bad | (site >= 0), -2, unit)]
     named = {}
-    for first, rows in _groups(base, keys):
+    for first, rows in _groups(keys):
         row = table.slice(first, 1).to_pylist()[0]
         named[csv_path(bool(bad[first]), row["site"], row["unit_id"])] = rows
     return named
@@ -151,14 +151,13 @@ def csv_groups(table: pa.Table) -> dict[str, np.ndarray]:
 
 def partition_groups(table: pa.Table) -> dict[tuple[str, str], np.ndarray]:
     """(site=..., year=...) -> the row indices of its rows (in table order)."""
-    base = np.arange(table.num_rows)
     site, _ = _codes(table.column("site"))
     epoch = table.column(EPOCH_COLUMN)
     year = pc.fill_null(pc.year(pc.cast(epoch, pa.timestamp("s"))), -1).to_numpy().astype(np.int64)
     named = {}
-    for first, rows in _groups(base, [site, year]):
-        row = table.slice(first, 1).to_pylist()[0]
-        named[partition(row["site"], row["ts"][:4] if row["ts"] is not None else None)] = rows
+    for first, rows in _groups([site, year]):
+        y = int(year[first])  # from the epoch seconds, not the ts text (which read-back rows lack)
+        named[partition(table.column("site")[int(first)].as_py(), f"{y:04d}" if y >= 0 else None)] = rows
     return named
 
 
@@ -225,12 +224,12 @@ def write_csv_rows(f, table: pa.Table, quoting: str, rows_before: int = 0, colum
     return marks
 
 
-def write_csv_file(out: Path, table: pa.Table, quoting: tuple = QUOTING, columns=COLUMNS) -> tuple[str, list]:
-    """UTF-8, header, comma, RFC 4180 quoting (the first style of `quoting`
+def write_csv_file(out: Path, table: pa.Table, columns=COLUMNS) -> tuple[str, list]:
+    """UTF-8, header, comma, RFC 4180 quoting (the first style of QUOTING
     that can write every field), \n line ends; NULL is empty. Sorted rows;
     returns (quoting style, months)."""
     with open(out, "wb") as f:
-        for style in quoting:
+        for style in QUOTING:
             f.write(header(columns))
             try:
                 return style, write_csv_rows(f, table, style, columns=columns)
@@ -290,13 +289,18 @@ def file_order(w: Written) -> tuple:
     if w.path.startswith("csv/"):
         return (0, w.path)
     if w.path.startswith("parquet/"):
-        _, site_dir, year_dir, _ = w.path.split("/")
-        return (1, site_dir, year_dir)
+        return (1, *parquet_key(w.path))
     return (2, w.path)
 
 
 def parquet_path(key: tuple[str, str]) -> str:
     return f"parquet/{key[0]}/{key[1]}/part-0.parquet"
+
+
+def parquet_key(path: str) -> tuple[str, str]:
+    """The (site=..., year=...) key of a parquet_path."""
+    _, site_dir, year_dir, _ = path.split("/")
+    return site_dir, year_dir
 
 
 def write_parquet(folder: Path, key: tuple[str, str], table: pa.Table) -> Written:
@@ -350,23 +354,26 @@ def daily_rows(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=DAILY_SCHEMA)
 
 
-def daily_keys(days, units, sites) -> pa.Array:
-    """(day, unit, site) of daily rows as one text each (NULL as \x01)."""
-    parts = [pc.cast(days, pa.string()), units, sites]
-    return pc.binary_join_element_wise(*parts, "\x00", null_handling="replace", null_replacement="\x01")
+def joined_keys(*columns) -> pa.Array:
+    """The values of columns, row by row, as one text each (joined with \x00, NULL as \x01)."""
+    texts = [pc.cast(c, pa.string()) for c in columns]
+    return pc.binary_join_element_wise(*texts, "\x00", null_handling="replace", null_replacement="\x01")
+
+
+DAILY_CSV, DAILY_PARQUET = "daily/daily.csv", "daily/daily.parquet"
 
 
 def write_daily(folder: Path, summaries: list[pa.Table]) -> list[Written]:
-    """daily/daily.csv and daily/daily.parquet, the same rows, by day, unit, site, status, tier."""
+    """DAILY_CSV and DAILY_PARQUET, the same rows, by day, unit, site, status, tier."""
     table = pa.concat_tables([DAILY_SCHEMA.empty_table(), *summaries])
     order = [(c[0], "ascending") for c in DAILY_COLUMNS[:5]]
     table = table.take(pc.sort_indices(table, sort_keys=order))  # empty values last
     (folder / "daily").mkdir(parents=True, exist_ok=True)
-    write_csv_file(folder / "daily/daily.csv", table, columns=DAILY_COLUMNS)
+    write_csv_file(folder / DAILY_CSV, table, columns=DAILY_COLUMNS)
     typed = pa.Table.from_arrays(table.columns, schema=arrow_schema(DAILY_COLUMNS))
-    pq.write_table(typed, folder / "daily/daily.parquet", compression="zstd")
+    pq.write_table(typed, folder / DAILY_PARQUET, compression="zstd")
     text = "daily summaries per unit, UTC day and deployment period"
     return [
-        Written("daily/daily.csv", "csv", table.num_rows, text, "daily"),
-        Written("daily/daily.parquet", "parquet", table.num_rows, text, "daily"),
+        Written(DAILY_CSV, "csv", table.num_rows, text, "daily"),
+        Written(DAILY_PARQUET, "parquet", table.num_rows, text, "daily"),
     ]
